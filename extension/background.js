@@ -1,0 +1,67 @@
+// The service worker: owns the one upstream connection to tabagent (native
+// messaging if the host answers, else WebRTC through the offscreen document)
+// and relays every extension page's requests over it. Listeners are added at
+// the top level, as MV3 requires for a worker that can be restarted at will.
+// An open native port keeps the worker alive; so does traffic on page ports.
+
+import { TabAgentClient } from './lib/client.js';
+import { CONNECTION_KEYS, DEFAULT_SETTINGS, loadSettings, parseSettings } from './lib/settings.js';
+import { RELAY_PORT_NAME } from './lib/protocol.js';
+import { Relay } from './lib/relay.js';
+import { RtcPortBroker, nativeTransport, webrtcTransport } from './lib/transports.js';
+
+/** @type {import('./lib/settings.js').Settings} */
+let settings = { ...DEFAULT_SETTINGS };
+
+const broker = new RtcPortBroker();
+
+const client = new TabAgentClient({
+  transports: [
+    nativeTransport(chrome),
+    webrtcTransport({
+      chromeApi: chrome,
+      broker,
+      // read fresh on every dial, so a just-saved URL or key is used at once
+      settings: () => loadSettings(chrome.storage.local),
+    }),
+  ],
+  preference: 'auto',
+  // pages reconnect on demand; the worker keeps trying only while someone subscribed
+  reconnect: 'auto',
+  logger: console,
+});
+
+const settingsReady = loadSettings(chrome.storage.local).then(
+  (s) => {
+    settings = s;
+    client.setPreference(s.transport);
+  },
+  (e) => console.warn('tabagent: could not read settings, using defaults', e),
+);
+
+const relay = new Relay(client, { ready: settingsReady });
+
+chrome.runtime.onConnect.addListener((port) => {
+  if (port.name === RELAY_PORT_NAME) {
+    relay.attach(port);
+  } else if (!broker.offer(port)) {
+    port.disconnect(); // nobody else should be connecting to us
+  }
+});
+
+chrome.storage.onChanged.addListener((changes, area) => {
+  if (area !== 'local' || !CONNECTION_KEYS.some((k) => k in changes)) return;
+  const before = settings;
+  /** @type {Record<string, unknown>} */
+  const raw = { ...before };
+  for (const [k, v] of Object.entries(changes)) raw[k] = v.newValue;
+  settings = parseSettings(raw);
+  client.setPreference(settings.transport);
+  const status = client.status();
+  const signalingChanged = before.serverUrl !== settings.serverUrl || before.apiKey !== settings.apiKey;
+  if (signalingChanged && status.transport === 'webrtc') client.reconnect().catch(() => {});
+});
+
+// The toolbar button opens the side panel. Clicking it also grants activeTab
+// for the current page, which "ask about this page" needs.
+chrome.sidePanel.setPanelBehavior({ openPanelOnActionClick: true }).catch((e) => console.warn('tabagent: side panel', e));

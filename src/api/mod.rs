@@ -1,0 +1,447 @@
+//! The protocol: one set of value types shared by every transport.
+//!
+//! A request is a JSON object `{"id": <string|number>, "request_type": "<Variant>",
+//! ...fields}`; a reply is `{"id", "response_type", ...fields, "done"}`. Native
+//! messaging and WebRTC carry these envelopes as they are; HTTP builds the same
+//! values from its routes. The per-area field types live in the submodules.
+
+pub mod chat;
+pub mod events;
+pub mod models;
+pub mod retrieval;
+pub mod rtc;
+pub mod system;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+pub use chat::*;
+pub use events::*;
+pub use models::*;
+pub use retrieval::*;
+pub use rtc::*;
+pub use system::*;
+
+/// The client's id of a request: a string or a number, echoed verbatim; `null`
+/// when the message had none or could not be parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RequestId(Value);
+
+impl RequestId {
+    /// The id of a message that carried none (or could not be read).
+    pub const NONE: RequestId = RequestId(Value::Null);
+
+    /// Takes the `id` member of a parsed message; anything but a string, a
+    /// number or null is rejected.
+    fn from_value(value: Value) -> Result<RequestId, ApiError> {
+        match value {
+            Value::Null | Value::String(_) | Value::Number(_) => Ok(RequestId(value)),
+            other => Err(ApiError::bad_request(format!(
+                "`id` must be a string or a number, not {}",
+                json_kind(&other)
+            ))),
+        }
+    }
+
+    /// A string id, for transports that number their own requests.
+    pub fn text(text: impl Into<String>) -> RequestId {
+        RequestId(Value::String(text.into()))
+    }
+
+    /// Whether the message carried no id.
+    pub fn is_none(&self) -> bool {
+        self.0.is_null()
+    }
+
+    /// A key for looking the request up by id (StopGeneration); `"7"` and `7`
+    /// name the same request, as a user typing either would expect.
+    pub fn key(&self) -> String {
+        match &self.0 {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        RequestId::from_value(value).map_err(|e| serde::de::Error::custom(e.detail))
+    }
+}
+
+/// Every request type the product serves, tagged by `request_type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "request_type")]
+#[allow(missing_docs)] // each variant is the request of the same name in openapi.yaml
+pub enum Request {
+    // chat & generation
+    Chat(ChatRequest),
+    Generate(GenerateRequest),
+    Responses(ResponsesRequest),
+    StopGeneration(TargetRequest),
+    GetHaltStatus(TargetRequest),
+    Tokenize(TokenizeRequest),
+    Detokenize(DetokenizeRequest),
+    // models
+    ListModels(Empty),
+    LoadModel(LoadModelRequest),
+    UnloadModel(ModelRef),
+    ModelInfo(ModelRef),
+    PullModel(PullModelRequest),
+    DeleteModel(DeleteModelRequest),
+    // embeddings & retrieval
+    Embeddings(EmbeddingsRequest),
+    Rerank(RerankRequest),
+    RagQuery(RagQueryRequest),
+    AddDocument(AddDocumentRequest),
+    DeleteDocument(DeleteDocumentRequest),
+    ListCollections(Empty),
+    ClearCollection(CollectionRef),
+    // history
+    ChatHistory(ChatHistoryRequest),
+    SaveMessage(SaveMessageRequest),
+    ListSessions(ListSessionsRequest),
+    DeleteSession(SessionRef),
+    // system
+    Health(Empty),
+    SystemInfo(Empty),
+    GetStats(Empty),
+    GetResources(Empty),
+    EstimateMemory(ModelSizingRequest),
+    CheckCompatibility(ModelSizingRequest),
+    GetRecipes(RecipesRequest),
+    GetRegisteredModels(Empty),
+    ListLoadedModels(Empty),
+    SelectModel(SelectModelRequest),
+    // parameters
+    GetParams(Empty),
+    SetParams(ParamsPatch),
+    // WebRTC signaling
+    CreateWebRtcOffer(CreateOfferRequest),
+    SubmitWebRtcAnswer(SubmitAnswerRequest),
+    AddIceCandidate(IceCandidateRequest),
+    GetWebRtcSession(RtcSessionRef),
+    ListWebRtcSessions(Empty),
+    CloseWebRtcSession(RtcSessionRef),
+    // server push
+    Subscribe(SubscribeRequest),
+}
+
+impl Request {
+    /// The `request_type` name, for logs and statistics.
+    pub fn name(&self) -> &'static str {
+        macro_rules! names {
+            ($($variant:ident),* $(,)?) => {
+                match self { $(Request::$variant(_) => stringify!($variant),)* }
+            };
+        }
+        names!(
+            Chat,
+            Generate,
+            Responses,
+            StopGeneration,
+            GetHaltStatus,
+            Tokenize,
+            Detokenize,
+            ListModels,
+            LoadModel,
+            UnloadModel,
+            ModelInfo,
+            PullModel,
+            DeleteModel,
+            Embeddings,
+            Rerank,
+            RagQuery,
+            AddDocument,
+            DeleteDocument,
+            ListCollections,
+            ClearCollection,
+            ChatHistory,
+            SaveMessage,
+            ListSessions,
+            DeleteSession,
+            Health,
+            SystemInfo,
+            GetStats,
+            GetResources,
+            EstimateMemory,
+            CheckCompatibility,
+            GetRecipes,
+            GetRegisteredModels,
+            ListLoadedModels,
+            SelectModel,
+            GetParams,
+            SetParams,
+            CreateWebRtcOffer,
+            SubmitWebRtcAnswer,
+            AddIceCandidate,
+            GetWebRtcSession,
+            ListWebRtcSessions,
+            CloseWebRtcSession,
+            Subscribe,
+        )
+    }
+
+    /// Whether this request only reads state (polling): it never counts as
+    /// activity for a model's keep-alive timer.
+    pub fn is_polling(&self) -> bool {
+        matches!(
+            self,
+            Request::Health(_)
+                | Request::SystemInfo(_)
+                | Request::GetStats(_)
+                | Request::GetResources(_)
+                | Request::GetHaltStatus(_)
+                | Request::ListLoadedModels(_)
+                | Request::GetWebRtcSession(_)
+                | Request::ListWebRtcSessions(_)
+        )
+    }
+}
+
+/// A request with no fields (unknown fields are ignored everywhere, so that a
+/// newer client still talks to an older host).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Empty {}
+
+/// Parses one message into its id and request.
+///
+/// The id is read first, so that a message with a valid id but a bad body gets
+/// an error carrying that id; a message that is not a JSON object gets `null`.
+pub fn parse_request(bytes: &[u8]) -> Result<(RequestId, Request), (RequestId, ApiError)> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        let detail = if std::str::from_utf8(bytes).is_err() {
+            "the message is not valid UTF-8".to_string()
+        } else {
+            format!("the message is not valid JSON: {e}")
+        };
+        (RequestId::NONE, ApiError::bad_request(detail))
+    })?;
+    request_from_value(value)
+}
+
+/// Reads the id and request out of a JSON value (see [`parse_request`]).
+pub fn request_from_value(value: Value) -> Result<(RequestId, Request), (RequestId, ApiError)> {
+    let Value::Object(mut object) = value else {
+        return Err((
+            RequestId::NONE,
+            ApiError::bad_request(format!(
+                "a message must be a JSON object, not {}",
+                json_kind(&value)
+            )),
+        ));
+    };
+    let id = RequestId::from_value(object.remove("id").unwrap_or(Value::Null))
+        .map_err(|e| (RequestId::NONE, e))?;
+    match object.get("request_type") {
+        Some(Value::String(_)) => {}
+        Some(_) => return Err((id, ApiError::bad_request("`request_type` must be a string"))),
+        None => {
+            return Err((
+                id,
+                ApiError::bad_request("the message has no `request_type`"),
+            ));
+        }
+    }
+    match serde_json::from_value::<Request>(Value::Object(object)) {
+        Ok(request) => Ok((id, request)),
+        Err(e) => Err((
+            id,
+            ApiError::bad_request(describe_serde_error(&e.to_string())),
+        )),
+    }
+}
+
+/// Turns serde's message into one a client developer can act on.
+fn describe_serde_error(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        let name = rest.split(',').next().unwrap_or(rest);
+        return format!("unknown request_type {name}");
+    }
+    format!("invalid request: {message}")
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Every reply, tagged by `response_type`. Chunks have `done: false`; every
+/// other reply is final.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "response_type")]
+#[allow(missing_docs)] // each variant is the reply of the same name in openapi.yaml
+pub enum Response {
+    Error { error: ApiError },
+    // chat & generation
+    ChatChunk(ChatChunk),
+    ChatComplete(ChatComplete),
+    HaltStatus(HaltStatus),
+    Stopped(HaltStatus),
+    Tokens(Tokens),
+    Text(DetokenizedText),
+    // models
+    ModelList(ModelList),
+    ModelDetails(Box<ModelDetails>),
+    ModelLoaded(LoadedModel),
+    ModelUnloaded(ModelRef),
+    ModelDeleted(ModelRef),
+    PullProgress(PullProgress),
+    PullComplete(PullComplete),
+    LoadedModels(LoadedModels),
+    ModelSelected(Selection),
+    MemoryEstimate(MemoryEstimate),
+    Compatibility(Compatibility),
+    Recipes(Recipes),
+    RegisteredModels(RegisteredModels),
+    // embeddings & retrieval
+    EmbeddingList(EmbeddingList),
+    RerankResults(RerankResults),
+    RagResults(RagResults),
+    DocumentAdded(DocumentAdded),
+    DocumentDeleted(DocumentRef),
+    Collections(CollectionList),
+    CollectionCleared(CollectionCleared),
+    // history
+    History(History),
+    MessageSaved(SavedMessage),
+    Sessions(SessionList),
+    SessionDeleted(SessionRef),
+    // system
+    Health(Health),
+    SystemInfo(Box<SystemInfo>),
+    Stats(Stats),
+    Resources(Resources),
+    Params(GenerationParams),
+    // WebRTC signaling
+    WebRtcSession(RtcSession),
+    WebRtcSignal(RtcSignal),
+    WebRtcSessions(RtcSessionList),
+    WebRtcSessionClosed(RtcSessionRef),
+    // server push: a subscription's replies, never final
+    Subscribed(Subscription),
+    Event(ServerEvent),
+}
+
+impl Response {
+    /// Whether this reply ends its request (`"done": true`).
+    pub fn is_final(&self) -> bool {
+        !matches!(
+            self,
+            Response::ChatChunk(_)
+                | Response::PullProgress(_)
+                | Response::Subscribed(_)
+                | Response::Event(_)
+        )
+    }
+
+    /// The reply for a failed request.
+    pub fn error(error: ApiError) -> Response {
+        Response::Error { error }
+    }
+}
+
+/// One reply addressed to the request it answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The id of the request this answers.
+    pub id: RequestId,
+    /// What the handler said.
+    pub response: Response,
+}
+
+impl Reply {
+    /// The reply as the JSON envelope native messaging and WebRTC carry.
+    pub fn to_json(&self) -> Vec<u8> {
+        let envelope = Envelope {
+            id: &self.id,
+            response: &self.response,
+            done: self.response.is_final(),
+        };
+        // Serializing our own types cannot fail: they hold no maps with
+        // non-string keys and no failing Serialize impls.
+        serde_json::to_vec(&envelope).expect("reply serializes")
+    }
+}
+
+/// The wire form of a [`Reply`]: `id`, the response's fields, `done`.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    id: &'a RequestId,
+    #[serde(flatten)]
+    response: &'a Response,
+    done: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_is_echoed_verbatim() {
+        for id in [r#""abc""#, "7", "7.5", "-3", r#""""#] {
+            let text = format!(r#"{{"id": {id}, "request_type": "Health"}}"#);
+            let (parsed, _) = parse_request(text.as_bytes()).unwrap();
+            let reply = Reply {
+                id: parsed,
+                response: Response::error(ApiError::not_found("x")),
+            };
+            let out: Value = serde_json::from_slice(&reply.to_json()).unwrap();
+            assert_eq!(out["id"], serde_json::from_str::<Value>(id).unwrap());
+            assert_eq!(out["done"], true);
+            assert_eq!(out["response_type"], "Error");
+        }
+    }
+
+    #[test]
+    fn bad_messages_are_typed_errors_keeping_the_id() {
+        let (id, e) = parse_request(br#"{"id": 5, "request_type": "Nope"}"#).unwrap_err();
+        assert_eq!(id.key(), "5");
+        assert_eq!(e.status, 400);
+        assert!(e.detail.contains("unknown request_type"), "{}", e.detail);
+
+        let (id, e) = parse_request(br#"{"id": "a", "request_type": "SaveMessage"}"#).unwrap_err();
+        assert_eq!(id.key(), "a");
+        assert!(e.detail.contains("missing field"), "{}", e.detail);
+
+        let (id, e) = parse_request(b"{not json").unwrap_err();
+        assert!(id.is_none());
+        assert!(e.detail.contains("not valid JSON"));
+
+        let (_, e) = parse_request(b"\"\xff\"").unwrap_err();
+        assert!(e.detail.contains("UTF-8"), "{}", e.detail);
+
+        let (id, e) = parse_request(br#"{"id": [1], "request_type": "Health"}"#).unwrap_err();
+        assert!(id.is_none());
+        assert!(e.detail.contains("`id`"));
+
+        let (_, e) = parse_request(br#"[1,2]"#).unwrap_err();
+        assert!(e.detail.contains("JSON object"));
+    }
+
+    #[test]
+    fn chunks_are_not_final() {
+        let chunk = Response::ChatChunk(ChatChunk { delta: "hi".into() });
+        let out: Value = serde_json::from_slice(
+            &Reply {
+                id: RequestId::text("x"),
+                response: chunk,
+            }
+            .to_json(),
+        )
+        .unwrap();
+        assert_eq!(out["done"], false);
+        assert_eq!(out["response_type"], "ChatChunk");
+        assert_eq!(out["delta"], "hi");
+    }
+}

@@ -1,0 +1,345 @@
+//! Settings from four layers: command line > environment > TOML file > defaults.
+//!
+//! Every setting has one name, used three ways: `--name` on the command line
+//! (where the CLI offers it), `TABAGENT_NAME` in the environment and `name` in
+//! the config file. [`Layer`] holds one source's partial settings; [`Config`]
+//! is the merged, resolved result. No I/O happens here except reading the file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Which transports to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Chrome native messaging on stdin/stdout only.
+    Native,
+    /// The HTTP server only.
+    Http,
+    /// The HTTP server (for signaling) and WebRTC peers.
+    Webrtc,
+    /// Everything; native messaging only when stdin is not a terminal.
+    All,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Mode, String> {
+        match text {
+            "native" => Ok(Mode::Native),
+            "http" => Ok(Mode::Http),
+            "webrtc" => Ok(Mode::Webrtc),
+            "all" => Ok(Mode::All),
+            other => Err(format!(
+                "unknown mode {other:?} (expected native, http, webrtc or all)"
+            )),
+        }
+    }
+}
+
+/// A comma-separated list in the environment, an array in the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct List(pub Vec<String>);
+
+impl FromStr for List {
+    type Err = String;
+    fn from_str(text: &str) -> Result<List, String> {
+        Ok(List(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        ))
+    }
+}
+
+/// Whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Seconds(pub u64);
+
+impl FromStr for Seconds {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Seconds, String> {
+        text.parse()
+            .map(Seconds)
+            .map_err(|_| format!("expected whole seconds, got {text:?}"))
+    }
+}
+
+/// A UDP port, or a range `first-last` to bind the first free one of; 0 is any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// The first port tried.
+    pub first: u16,
+    /// The last port tried (equal to `first` for a single port).
+    pub last: u16,
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(text: &str) -> Result<PortRange, String> {
+        let port = |t: &str| {
+            t.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("expected a port or a range like 50000-50100, got {text:?}"))
+        };
+        let (first, last) = match text.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => (port(text)?, port(text)?),
+        };
+        if first > last || (first == 0 && last != 0) {
+            return Err(format!("{text:?} is not a range of ports"));
+        }
+        Ok(PortRange { first, last })
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Port(u16),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Port(port) => Ok(PortRange {
+                first: port,
+                last: port,
+            }),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr ),* $(,)?) => {
+        /// One source's settings; unset fields fall through to the next layer.
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Layer {
+            $( $(#[doc = $doc])* pub $name: Option<$ty>, )*
+        }
+
+        impl Layer {
+            /// Fills each unset field from `lower`.
+            pub fn or(self, lower: Layer) -> Layer {
+                Layer { $( $name: self.$name.or(lower.$name), )* }
+            }
+
+            /// Reads `TABAGENT_<NAME>` for every setting through `getenv`.
+            pub fn from_env(getenv: impl Fn(&str) -> Option<String>) -> Result<Layer, String> {
+                let mut layer = Layer::default();
+                $(
+                    let key = concat!("TABAGENT_", stringify!($name)).to_uppercase();
+                    if let Some(text) = getenv(&key).filter(|t| !t.is_empty()) {
+                        layer.$name = Some(text.parse::<$ty>().map_err(|e| format!("{key}: {e}"))?);
+                    }
+                )*
+                Ok(layer)
+            }
+
+            /// The environment variable names, for --help.
+            pub fn env_names() -> Vec<String> {
+                vec![$( concat!("TABAGENT_", stringify!($name)).to_uppercase(), )*]
+            }
+        }
+
+        /// The resolved settings the server runs with.
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $name: $ty, )*
+        }
+
+        impl Config {
+            fn resolve(layer: Layer, defaults: &Defaults) -> Config {
+                Config { $( $name: layer.$name.unwrap_or_else(|| ($default)(defaults)), )* }
+            }
+        }
+    };
+}
+
+/// Defaults that depend on the machine or on other settings.
+struct Defaults {
+    data_dir: PathBuf,
+}
+
+settings! {
+    /// Which transports to serve.
+    mode: Mode = |_: &Defaults| Mode::All,
+    /// Address and port of the HTTP server.
+    bind: SocketAddr = |_: &Defaults| SocketAddr::from(([127, 0, 0, 1], 8080)),
+    /// Where the database, parameters and models live.
+    data_dir: PathBuf = |d: &Defaults| d.data_dir.clone(),
+    /// Where models are found (default `<data_dir>/models`).
+    models_dir: PathBuf = |d: &Defaults| d.data_dir.join("models"),
+    /// Log filter (env_logger syntax): error, warn, info, debug, trace.
+    log: String = |_: &Defaults| "info".to_string(),
+    /// Extra origins allowed by CORS (chrome-extension:// origins always are).
+    cors_origins: List = |_: &Defaults| List::default(),
+    /// Extra names accepted in the Host header (the bound address and localhost always are).
+    allowed_hosts: List = |_: &Defaults| List::default(),
+    /// Largest HTTP request body in bytes.
+    max_body_bytes: u64 = |_: &Defaults| 64 << 20,
+    /// Seconds a client may take to send its request.
+    request_timeout: Seconds = |_: &Defaults| Seconds(30),
+    /// Jobs each pool lane accepts before it answers 503.
+    queue_capacity: usize = |_: &Defaults| 256,
+    /// Bytes loaded models may take in all (0: the memory available).
+    memory_budget: u64 = |_: &Defaults| 0,
+    /// Seconds a model stays loaded without use (0: until unloaded or evicted).
+    keep_alive: Seconds = |_: &Defaults| Seconds(300),
+    /// WebRTC's UDP port, or a range `first-last` (0: any free port).
+    webrtc_port: PortRange = |_: &Defaults| PortRange { first: 0, last: 0 },
+    /// Addresses that get WebRTC host candidates; 127.0.0.1 always does
+    /// (empty: also the address of the default route).
+    webrtc_hosts: List = |_: &Defaults| List::default(),
+    /// Public addresses announced as well (a 1:1 NAT in front of this host).
+    webrtc_advertise: List = |_: &Defaults| List::default(),
+    /// STUN/TURN URLs handed to WebRTC clients with each session.
+    ice_servers: List = |_: &Defaults| List::default(),
+    /// Most WebRTC sessions open at once.
+    webrtc_max_sessions: usize = |_: &Defaults| 100,
+    /// Seconds without a packet from the peer after which a WebRTC session is closed.
+    webrtc_idle_timeout: Seconds = |_: &Defaults| Seconds(300),
+    /// Largest data channel request in bytes (one message, or `Partial` frames).
+    webrtc_max_message_bytes: usize = |_: &Defaults| 1 << 20,
+}
+
+impl Config {
+    /// Merges the layers (highest first) and fills the defaults.
+    pub fn from_layers(
+        cli: Layer,
+        env: Layer,
+        file: Layer,
+        home: Option<&Path>,
+        xdg_data: Option<&Path>,
+    ) -> Config {
+        let data_dir = match (xdg_data, home) {
+            (Some(xdg), _) => xdg.join("tabagent"),
+            (None, Some(home)) => home.join(".local/share/tabagent"),
+            (None, None) => PathBuf::from(".tabagent"),
+        };
+        let mut merged = cli.or(env).or(file);
+        // The models dir follows a data dir given in a higher layer than itself.
+        if merged.models_dir.is_none() {
+            merged.models_dir = merged.data_dir.as_ref().map(|d| d.join("models"));
+        }
+        Config::resolve(merged, &Defaults { data_dir })
+    }
+
+    /// How long a client may take to send its request.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout.0)
+    }
+}
+
+/// Reads a TOML config file into a layer.
+pub fn read_file(path: &Path) -> Result<Layer, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Native => "native",
+            Mode::Http => "http",
+            Mode::Webrtc => "webrtc",
+            Mode::All => "all",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Layer {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Layer::from_env(|key| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())).unwrap()
+    }
+
+    #[test]
+    fn cli_beats_env_beats_file_beats_default() {
+        let file: Layer =
+            toml::from_str("bind = \"127.0.0.1:1111\"\nmode = \"http\"\nlog = \"warn\"").unwrap();
+        let env = env(&[
+            ("TABAGENT_BIND", "127.0.0.1:2222"),
+            ("TABAGENT_MODE", "native"),
+        ]);
+        let cli = Layer {
+            bind: Some("127.0.0.1:3333".parse().unwrap()),
+            ..Layer::default()
+        };
+        let config = Config::from_layers(cli, env, file, Some(Path::new("/home/u")), None);
+        assert_eq!(config.bind.port(), 3333);
+        assert_eq!(config.mode, Mode::Native);
+        assert_eq!(config.log, "warn");
+        assert_eq!(config.request_timeout, Seconds(30));
+    }
+
+    #[test]
+    fn data_and_models_dirs_follow_xdg_and_each_other() {
+        let config = Config::from_layers(
+            Layer::default(),
+            Layer::default(),
+            Layer::default(),
+            Some(Path::new("/h")),
+            None,
+        );
+        assert_eq!(config.data_dir, Path::new("/h/.local/share/tabagent"));
+        assert_eq!(
+            config.models_dir,
+            Path::new("/h/.local/share/tabagent/models")
+        );
+        let env = env(&[("TABAGENT_DATA_DIR", "/d")]);
+        let config = Config::from_layers(
+            Layer::default(),
+            env,
+            Layer::default(),
+            None,
+            Some(Path::new("/x")),
+        );
+        assert_eq!(config.models_dir, Path::new("/d/models"));
+        let config = Config::from_layers(
+            Layer::default(),
+            Layer::default(),
+            Layer::default(),
+            None,
+            Some(Path::new("/x")),
+        );
+        assert_eq!(config.data_dir, Path::new("/x/tabagent"));
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let error =
+            Layer::from_env(|k| (k == "TABAGENT_MODE").then(|| "fast".to_string())).unwrap_err();
+        assert!(
+            error.contains("TABAGENT_MODE") && error.contains("fast"),
+            "{error}"
+        );
+        assert!(toml::from_str::<Layer>("colour = 1").is_err());
+        assert_eq!(
+            env(&[("TABAGENT_CORS_ORIGINS", "http://a, http://b")])
+                .cors_origins
+                .unwrap()
+                .0
+                .len(),
+            2
+        );
+    }
+}

@@ -1,0 +1,625 @@
+//! The model lifecycle for both formats: which models are in memory, loading
+//! on first use, the memory budget, least-recently-used eviction, idle
+//! unload, and the default model per task.
+//!
+//! Each model id has a [`Slot`]: `Loading` while one request loads it (others
+//! wanting the same model wait for that load instead of starting their own),
+//! then `Ready` with the [`Resident`] model. A request holds an
+//! `Arc<Resident>` while it runs, so a model in use is never evicted or
+//! unloaded under it: eviction and idle unload only take models nobody
+//! holds. Time comes in as `now` arguments; the reaper thread is the only
+//! place that reads the clock.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::Embedder;
+use super::gguf::{GgufFacts, read_facts};
+use super::text::TextModel;
+use crate::api::{LoadedModel, MemoryEstimate, ModelFormat, ModelKind, Selection};
+use crate::error::ApiError;
+use crate::fsutil::write_atomic;
+use crate::jobs::lock;
+use crate::models::{ModelFile, model_at, scan_models};
+use crate::system::SystemProbe;
+
+/// How a model is loaded (GGUF settings; ONNX ignores them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Context size in tokens, before clamping to the model's training length.
+    pub context_size: u32,
+    /// Threads for inference.
+    pub threads: u32,
+    /// Layers to offload to a GPU.
+    pub gpu_layers: u32,
+}
+
+/// A loaded model's engine.
+#[derive(Clone)]
+pub enum Engine {
+    /// A chat model.
+    Text(Arc<dyn TextModel>),
+    /// An ONNX embedding model.
+    #[cfg(feature = "onnx")]
+    Onnx(Arc<super::onnx::OnnxModel>),
+    /// Any other embedder (tests).
+    Embed(Arc<dyn Embedder>),
+}
+
+/// Loads model files; the real one calls llama.cpp and ONNX Runtime, tests
+/// use a fake.
+pub trait Loader: Send + Sync {
+    /// Loads `file` with `options` (context size already clamped).
+    fn load(&self, file: &ModelFile, options: &LoadOptions) -> Result<Engine, ApiError>;
+}
+
+/// A model in memory.
+pub struct Resident {
+    /// The model's file.
+    pub file: ModelFile,
+    /// Its engine.
+    pub engine: Engine,
+    /// The options it was loaded with.
+    pub options: LoadOptions,
+    /// Estimated bytes it holds.
+    pub memory_bytes: u64,
+    last_used: Mutex<Instant>,
+}
+
+impl Resident {
+    /// The chat engine, or a 400 naming what the model is instead.
+    pub fn text(&self) -> Result<Arc<dyn TextModel>, ApiError> {
+        match &self.engine {
+            Engine::Text(model) => Ok(Arc::clone(model)),
+            _ => Err(wrong_kind(&self.file, ModelKind::Chat)),
+        }
+    }
+
+    /// The embedding engine, or a 400.
+    pub fn embedder(&self) -> Result<Arc<dyn Embedder>, ApiError> {
+        match &self.engine {
+            #[cfg(feature = "onnx")]
+            Engine::Onnx(model) => Ok(Arc::clone(model) as Arc<dyn Embedder>),
+            Engine::Embed(model) => Ok(Arc::clone(model)),
+            Engine::Text(_) => Err(wrong_kind(&self.file, ModelKind::Embedding)),
+        }
+    }
+
+    /// Marks the model used at `now` (requests that use it, never polling).
+    pub fn touch(&self, now: Instant) {
+        let mut last = lock(&self.last_used);
+        *last = (*last).max(now);
+    }
+
+    fn idle(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(*lock(&self.last_used))
+    }
+
+    /// How ListLoadedModels shows it.
+    pub fn describe(&self, now: Instant) -> LoadedModel {
+        LoadedModel {
+            model: self.file.id.clone(),
+            format: self.file.format,
+            kind: self.file.kind,
+            context_size: matches!(self.engine, Engine::Text(_))
+                .then(|| self.text().map(|t| t.context_size()).unwrap_or(0)),
+            memory_bytes: self.memory_bytes,
+            idle_seconds: self.idle(now).as_secs(),
+        }
+    }
+}
+
+fn wrong_kind(file: &ModelFile, wanted: ModelKind) -> ApiError {
+    let what = match file.kind {
+        ModelKind::Chat => "a chat model",
+        ModelKind::Embedding => "an embedding model",
+        ModelKind::Rerank => "a rerank model",
+    };
+    let need = match wanted {
+        ModelKind::Chat => "a GGUF chat model",
+        _ => "an ONNX embedding model",
+    };
+    ApiError::bad_request(format!("{} is {what}; this request needs {need}", file.id))
+}
+
+/// A model id's state.
+enum Slot {
+    /// A request is loading it; others wait.
+    Loading,
+    /// In memory.
+    Ready(Arc<Resident>),
+}
+
+/// Settings of the manager.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Where models are.
+    pub models_dir: PathBuf,
+    /// Where the selection is kept (`selection.json`).
+    pub data_dir: PathBuf,
+    /// Bytes models may take; 0: what the machine has available.
+    pub memory_budget: u64,
+    /// Idle time after which a model is unloaded; zero: never.
+    pub keep_alive: Duration,
+}
+
+/// The models in memory and the rules for them.
+pub struct ModelManager {
+    config: ManagerConfig,
+    loader: Box<dyn Loader>,
+    system: Arc<SystemProbe>,
+    slots: Mutex<HashMap<String, Slot>>,
+    changed: Condvar,
+    loading: AtomicUsize,
+    selection: Mutex<Selection>,
+}
+
+impl ModelManager {
+    /// A manager with nothing loaded; the selection is read from the data dir.
+    pub fn new(config: ManagerConfig, loader: Box<dyn Loader>, system: Arc<SystemProbe>) -> Self {
+        let selection = std::fs::read(config.data_dir.join("selection.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<SelectionFile>(&bytes).ok())
+            .map(|f| Selection {
+                chat: f.chat,
+                embedding: f.embedding,
+                rerank: f.rerank,
+            })
+            .unwrap_or_default();
+        ModelManager {
+            config,
+            loader,
+            system,
+            slots: Mutex::default(),
+            changed: Condvar::new(),
+            loading: AtomicUsize::new(0),
+            selection: Mutex::new(selection),
+        }
+    }
+
+    /// Starts the thread that unloads idle models (it ends with the manager).
+    pub fn start_reaper(self: &Arc<Self>) {
+        if self.config.keep_alive.is_zero() {
+            return;
+        }
+        let tick =
+            (self.config.keep_alive / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let manager: Weak<ModelManager> = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("model-reaper".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(tick);
+                    let Some(manager) = manager.upgrade() else {
+                        return;
+                    };
+                    manager.unload_idle(Instant::now());
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start the idle-unload thread: {e}; models stay loaded");
+        }
+    }
+
+    /// The models dir.
+    pub fn models_dir(&self) -> &Path {
+        &self.config.models_dir
+    }
+
+    /// Whether a model is being loaded (Health says `loading`).
+    pub fn is_loading(&self) -> bool {
+        self.loading.load(Ordering::Acquire) > 0
+    }
+
+    /// The model file with this id.
+    pub fn find(&self, id: &str) -> Result<ModelFile, ApiError> {
+        let dir = &self.config.models_dir;
+        let safe = !id.is_empty() && !id.starts_with('.') && !id.contains(['/', '\\', '\0']);
+        let found = safe
+            .then(|| model_at(&dir.join(format!("{id}.gguf"))).or_else(|| model_at(&dir.join(id))))
+            .flatten();
+        found.ok_or_else(|| ApiError::not_found(format!("no model {id:?} in {}", dir.display())))
+    }
+
+    /// The model a request for `kind` uses: the one it names, else the
+    /// selected one, else the first on disk.
+    pub fn resolve(&self, kind: ModelKind, requested: Option<&str>) -> Result<ModelFile, ApiError> {
+        if let Some(id) = requested.filter(|id| !id.is_empty()) {
+            return self.find(id);
+        }
+        let selected = {
+            let selection = lock(&self.selection);
+            match kind {
+                ModelKind::Chat => selection.chat.clone(),
+                ModelKind::Embedding => selection.embedding.clone(),
+                ModelKind::Rerank => selection.rerank.clone().or(selection.embedding.clone()),
+            }
+        };
+        if let Some(file) = selected.and_then(|id| self.find(&id).ok()) {
+            return Ok(file);
+        }
+        let want = if kind == ModelKind::Rerank {
+            ModelKind::Embedding
+        } else {
+            kind
+        };
+        scan_models(&self.config.models_dir)
+            .into_iter()
+            .find(|m| m.kind == want || (kind == ModelKind::Rerank && m.kind == ModelKind::Rerank))
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no {} model in {}: add one (or pull one) and try again",
+                    match kind {
+                        ModelKind::Chat => "chat (GGUF)",
+                        ModelKind::Embedding => "embedding (ONNX)",
+                        ModelKind::Rerank => "rerank or embedding",
+                    },
+                    self.config.models_dir.display()
+                ))
+            })
+    }
+
+    /// Sets the default model of a task, checked and persisted.
+    pub fn select(&self, kind: ModelKind, id: &str) -> Result<Selection, ApiError> {
+        let file = self.find(id)?;
+        let fits = match kind {
+            ModelKind::Chat => file.format == ModelFormat::Gguf,
+            _ => file.format == ModelFormat::Onnx,
+        };
+        if !fits {
+            return Err(wrong_kind(&file, kind));
+        }
+        let mut selection = lock(&self.selection);
+        let mut next = selection.clone();
+        match kind {
+            ModelKind::Chat => next.chat = Some(file.id),
+            ModelKind::Embedding => next.embedding = Some(file.id),
+            ModelKind::Rerank => next.rerank = Some(file.id),
+        }
+        let bytes = serde_json::to_vec_pretty(&SelectionFile {
+            chat: next.chat.clone(),
+            embedding: next.embedding.clone(),
+            rerank: next.rerank.clone(),
+        })
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        write_atomic(&self.config.data_dir.join("selection.json"), &bytes)
+            .map_err(|e| ApiError::internal(format!("cannot save the selection: {e}")))?;
+        *selection = next.clone();
+        Ok(next)
+    }
+
+    /// The current default models.
+    pub fn selection(&self) -> Selection {
+        lock(&self.selection).clone()
+    }
+
+    /// The loaded model `file`, loading it first if needed. With `reload`,
+    /// a model loaded with other options is loaded again with these.
+    pub fn acquire(
+        &self,
+        file: &ModelFile,
+        options: LoadOptions,
+        reload: bool,
+        now: Instant,
+    ) -> Result<Arc<Resident>, ApiError> {
+        let options = self.clamp(file, options);
+        let mut slots = lock(&self.slots);
+        loop {
+            match slots.get(&file.id) {
+                Some(Slot::Ready(resident)) if !reload || resident.options == options => {
+                    resident.touch(now);
+                    return Ok(Arc::clone(resident));
+                }
+                Some(Slot::Ready(_)) => {
+                    slots.remove(&file.id);
+                }
+                Some(Slot::Loading) => {
+                    slots = self.changed.wait(slots).unwrap_or_else(|p| p.into_inner());
+                }
+                None => break,
+            }
+        }
+        let estimate = self.estimate(file, options.context_size)?;
+        let evicted = self.make_room(&mut slots, file, estimate.total_bytes)?;
+        slots.insert(file.id.clone(), Slot::Loading);
+        self.loading.fetch_add(1, Ordering::AcqRel);
+        drop(slots);
+        drop(evicted); // freeing evicted models happens outside the lock
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.loader.load(file, &options)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(ApiError::internal(format!(
+                "loading {} failed: {}",
+                file.id,
+                crate::jobs::panic_message(&panic)
+            )))
+        });
+        let mut slots = lock(&self.slots);
+        self.loading.fetch_sub(1, Ordering::AcqRel);
+        let result = loaded.map(|engine| {
+            let memory_bytes = match &engine {
+                #[cfg(feature = "onnx")]
+                Engine::Onnx(model) => model.memory_bytes().max(1),
+                _ => estimate.total_bytes,
+            };
+            let resident = Arc::new(Resident {
+                file: file.clone(),
+                engine,
+                options,
+                memory_bytes,
+                last_used: Mutex::new(now),
+            });
+            slots.insert(file.id.clone(), Slot::Ready(Arc::clone(&resident)));
+            resident
+        });
+        if result.is_err() {
+            slots.remove(&file.id);
+        }
+        self.changed.notify_all();
+        result
+    }
+
+    /// Unloads a model; false when it was not loaded. A request still using it
+    /// keeps it alive until it ends.
+    pub fn unload(&self, id: &str) -> bool {
+        let mut slots = lock(&self.slots);
+        if !matches!(slots.get(id), Some(Slot::Ready(_))) {
+            return false;
+        }
+        let removed = slots.remove(id);
+        drop(slots);
+        drop(removed);
+        log::info!("unloaded {id}");
+        true
+    }
+
+    /// Whether the model is in memory.
+    pub fn is_loaded(&self, id: &str) -> bool {
+        matches!(lock(&self.slots).get(id), Some(Slot::Ready(_)))
+    }
+
+    /// The loaded model, if it is.
+    pub fn resident(&self, id: &str) -> Option<Arc<Resident>> {
+        match lock(&self.slots).get(id) {
+            Some(Slot::Ready(resident)) => Some(Arc::clone(resident)),
+            _ => None,
+        }
+    }
+
+    /// Models in memory, by id.
+    pub fn loaded(&self) -> Vec<Arc<Resident>> {
+        let mut models: Vec<_> = lock(&self.slots)
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Ready(resident) => Some(Arc::clone(resident)),
+                Slot::Loading => None,
+            })
+            .collect();
+        models.sort_by(|a, b| a.file.id.cmp(&b.file.id));
+        models
+    }
+
+    /// Unloads models nobody uses that have been idle for the keep-alive.
+    pub fn unload_idle(&self, now: Instant) -> Vec<String> {
+        if self.config.keep_alive.is_zero() {
+            return Vec::new();
+        }
+        let mut slots = lock(&self.slots);
+        let idle: Vec<String> = slots
+            .iter()
+            .filter_map(|(id, slot)| match slot {
+                Slot::Ready(r)
+                    if Arc::strong_count(r) == 1 && r.idle(now) >= self.config.keep_alive =>
+                {
+                    Some(id.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        let dropped: Vec<Slot> = idle.iter().filter_map(|id| slots.remove(id)).collect();
+        drop(slots);
+        drop(dropped);
+        for id in &idle {
+            log::info!("unloaded {id}: idle for {:?}", self.config.keep_alive);
+        }
+        idle
+    }
+
+    /// Weights + KV cache + overhead of `file` with a context of `context` tokens.
+    pub fn estimate(&self, file: &ModelFile, context: u32) -> Result<MemoryEstimate, ApiError> {
+        let (weights, kv, overhead, context) = match file.format {
+            ModelFormat::Gguf => {
+                let facts = gguf_facts(file)?;
+                let context = clamp_context(context, &facts);
+                let kv = facts.kv_bytes_per_token() * u64::from(context);
+                (
+                    facts.tensor_bytes.max(1),
+                    kv,
+                    facts.overhead_bytes(context),
+                    context,
+                )
+            }
+            ModelFormat::Onnx => (file.size_bytes, 0, file.size_bytes / 2 + (16 << 20), 0),
+        };
+        Ok(MemoryEstimate {
+            model: file.id.clone(),
+            context_size: context,
+            weights_bytes: weights,
+            kv_cache_bytes: kv,
+            overhead_bytes: overhead,
+            total_bytes: weights + kv + overhead,
+        })
+    }
+
+    /// The bytes models may use in all: the configured budget, else what is
+    /// available now plus what loaded models already hold.
+    pub fn budget(&self) -> Result<u64, ApiError> {
+        if self.config.memory_budget > 0 {
+            return Ok(self.config.memory_budget);
+        }
+        let held: u64 = self.loaded().iter().map(|r| r.memory_bytes).sum();
+        Ok(self.system.available_memory()? + held)
+    }
+
+    /// Bytes loaded models hold, leaving `except` out.
+    pub fn held_bytes(&self, except: &str) -> u64 {
+        self.loaded()
+            .iter()
+            .filter(|r| r.file.id != except)
+            .map(|r| r.memory_bytes)
+            .sum()
+    }
+
+    fn clamp(&self, file: &ModelFile, mut options: LoadOptions) -> LoadOptions {
+        if file.format == ModelFormat::Gguf {
+            if let Ok(facts) = gguf_facts(file) {
+                options.context_size = clamp_context(options.context_size, &facts);
+            }
+        }
+        options
+    }
+
+    /// Frees room for `needed` bytes by evicting idle models, least recently
+    /// used first; 507 when it cannot fit. Returns the evicted models, to be
+    /// dropped outside the lock.
+    fn make_room(
+        &self,
+        slots: &mut HashMap<String, Slot>,
+        file: &ModelFile,
+        needed: u64,
+    ) -> Result<Vec<Arc<Resident>>, ApiError> {
+        let residents = || {
+            slots.values().filter_map(|s| match s {
+                Slot::Ready(r) => Some(r),
+                Slot::Loading => None,
+            })
+        };
+        let held: u64 = residents().map(|r| r.memory_bytes).sum();
+        let budget = if self.config.memory_budget > 0 {
+            self.config.memory_budget
+        } else {
+            self.system.available_memory()? + held
+        };
+        let mib = |b: u64| b.div_ceil(1 << 20);
+        if needed > budget {
+            return Err(ApiError::insufficient_memory(format!(
+                "{} needs about {} MiB; the memory budget is {} MiB",
+                file.id,
+                mib(needed),
+                mib(budget)
+            )));
+        }
+        let mut idle: Vec<(Instant, String, u64)> = residents()
+            .filter(|r| Arc::strong_count(r) == 1)
+            .map(|r| (*lock(&r.last_used), r.file.id.clone(), r.memory_bytes))
+            .collect();
+        idle.sort();
+        let mut free = budget - held.min(budget);
+        let mut evict = Vec::new();
+        for (_, id, bytes) in idle {
+            if free >= needed {
+                break;
+            }
+            free += bytes;
+            evict.push(id);
+        }
+        if free < needed {
+            return Err(ApiError::insufficient_memory(format!(
+                "{} needs about {} MiB; {} MiB are free and the models holding the rest are in use",
+                file.id,
+                mib(needed),
+                mib(free)
+            )));
+        }
+        let mut evicted = Vec::new();
+        for id in evict {
+            log::info!("unloading {id} to make room for {}", file.id);
+            if let Some(Slot::Ready(resident)) = slots.remove(&id) {
+                evicted.push(resident);
+            }
+        }
+        Ok(evicted)
+    }
+}
+
+/// A GGUF's header facts, or a 422 saying why the file is unusable.
+pub fn gguf_facts(file: &ModelFile) -> Result<GgufFacts, ApiError> {
+    read_facts(&file.path)
+        .map_err(|e| ApiError::invalid(format!("{} cannot be used: {e}", file.path.display())))
+}
+
+fn clamp_context(context: u32, facts: &GgufFacts) -> u32 {
+    let trained = facts
+        .context_length
+        .map_or(u32::MAX, |c| u32::try_from(c).unwrap_or(u32::MAX));
+    context.clamp(64, trained.max(64))
+}
+
+/// `selection.json` in the data dir.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct SelectionFile {
+    chat: Option<String>,
+    embedding: Option<String>,
+    rerank: Option<String>,
+}
+
+/// The loader of this build: llama.cpp for GGUF, ONNX Runtime for ONNX.
+pub struct EngineLoader;
+
+impl Loader for EngineLoader {
+    fn load(&self, file: &ModelFile, options: &LoadOptions) -> Result<Engine, ApiError> {
+        match file.format {
+            ModelFormat::Gguf => {
+                // Only whole, well-formed files reach llama.cpp.
+                let facts = gguf_facts(file)?;
+                load_gguf(file, &facts, options)
+            }
+            ModelFormat::Onnx => load_onnx(file),
+        }
+    }
+}
+
+#[cfg(feature = "llama")]
+fn load_gguf(
+    file: &ModelFile,
+    facts: &GgufFacts,
+    options: &LoadOptions,
+) -> Result<Engine, ApiError> {
+    let model = super::llama::LlamaTextModel::load(
+        &file.path,
+        facts.architecture.as_deref().unwrap_or(""),
+        super::llama::LlamaOptions {
+            context_size: options.context_size,
+            threads: options.threads,
+            gpu_layers: options.gpu_layers,
+        },
+    )?;
+    Ok(Engine::Text(Arc::new(model)))
+}
+
+#[cfg(not(feature = "llama"))]
+fn load_gguf(file: &ModelFile, _: &GgufFacts, _: &LoadOptions) -> Result<Engine, ApiError> {
+    Err(ApiError::not_implemented(format!(
+        "{}: GGUF chat is not enabled in this build (built without the llama feature)",
+        file.id
+    )))
+}
+
+#[cfg(feature = "onnx")]
+fn load_onnx(file: &ModelFile) -> Result<Engine, ApiError> {
+    Ok(Engine::Onnx(Arc::new(super::onnx::OnnxModel::load(
+        &file.path,
+    )?)))
+}
+
+#[cfg(not(feature = "onnx"))]
+fn load_onnx(file: &ModelFile) -> Result<Engine, ApiError> {
+    Err(ApiError::not_implemented(format!(
+        "{}: ONNX models are not enabled in this build (built without the onnx feature)",
+        file.id
+    )))
+}

@@ -1,0 +1,239 @@
+//! Chat, Generate, Tokenize and Detokenize: find the chat model (loading it
+//! on first use), then run on the model lane, streaming each piece of text
+//! as a `ChatChunk` through the job's context.
+//!
+//! [`ChatRunner`] is the seam other request types use to run a chat inside
+//! their own job (session chat in the store): clone it into the job.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Handler, Outcome};
+use crate::api::{
+    ChatChunk, ChatComplete, ChatMessage, ChatRequest, DetokenizeRequest, DetokenizedText,
+    GenerateRequest, GenerationParams, ModelKind, Response, Sampling, TokenizeRequest, Tokens,
+    Usage,
+};
+use crate::engine::manager::{LoadOptions, ModelManager, Resident};
+use crate::engine::text::{SamplingConfig, TextModel};
+use crate::error::ApiError;
+use crate::jobs::{Job, JobContext, Lane};
+
+/// Prompt size against the context, for trimming a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBudget {
+    /// Tokens the templated conversation takes.
+    pub prompt_tokens: u32,
+    /// Tokens the loaded context holds (prompt + reply).
+    pub context_size: u32,
+}
+
+/// Runs chats and generations inside a job; cheap to clone.
+#[derive(Clone)]
+pub struct ChatRunner {
+    models: Arc<ModelManager>,
+    defaults: GenerationParams,
+}
+
+impl ChatRunner {
+    /// The loaded chat model named (or the selected one), loading it if needed.
+    pub fn model(&self, model: Option<&str>) -> Result<Arc<Resident>, ApiError> {
+        let file = self.models.resolve(ModelKind::Chat, model)?;
+        let options = load_options(&self.defaults);
+        self.models.acquire(&file, options, false, Instant::now())
+    }
+
+    /// Applies the chat template and generates, streaming `ChatChunk`s
+    /// through `ctx` when `stream` is set.
+    pub fn run_chat(
+        &self,
+        ctx: &JobContext,
+        model: Option<&str>,
+        messages: &[ChatMessage],
+        sampling: &Sampling,
+        stream: bool,
+    ) -> Result<ChatComplete, ApiError> {
+        if messages.is_empty() {
+            return Err(ApiError::invalid("messages is empty"));
+        }
+        let sampling = SamplingConfig::resolve(sampling, &self.defaults)?;
+        let resident = self.model(model)?;
+        let text = resident.text()?;
+        let prompt = text.apply_template(messages)?;
+        run(ctx, &resident, text.as_ref(), &prompt, &sampling, stream)
+    }
+
+    /// Generates from a raw prompt (no template).
+    pub fn run_generate(
+        &self,
+        ctx: &JobContext,
+        model: Option<&str>,
+        prompt: &str,
+        sampling: &Sampling,
+        stream: bool,
+    ) -> Result<ChatComplete, ApiError> {
+        let sampling = SamplingConfig::resolve(sampling, &self.defaults)?;
+        let resident = self.model(model)?;
+        let text = resident.text()?;
+        run(ctx, &resident, text.as_ref(), prompt, &sampling, stream)
+    }
+
+    /// How many tokens `messages` take with the model's template, and its
+    /// context size (loads the model).
+    pub fn count_tokens(
+        &self,
+        model: Option<&str>,
+        messages: &[ChatMessage],
+    ) -> Result<TokenBudget, ApiError> {
+        let resident = self.model(model)?;
+        let text = resident.text()?;
+        let prompt = text.apply_template(messages)?;
+        Ok(TokenBudget {
+            prompt_tokens: text.tokenize(&prompt, true)?.len() as u32,
+            context_size: text.context_size(),
+        })
+    }
+}
+
+fn run(
+    ctx: &JobContext,
+    resident: &Resident,
+    text: &dyn TextModel,
+    prompt: &str,
+    sampling: &SamplingConfig,
+    stream: bool,
+) -> Result<ChatComplete, ApiError> {
+    let cancel = ctx.cancel_flag();
+    let mut chunks = 0usize;
+    let mut on_text = |delta: &str| {
+        if !stream {
+            return true;
+        }
+        chunks += 1;
+        ctx.emit(Response::ChatChunk(ChatChunk {
+            delta: delta.to_string(),
+        }))
+    };
+    let generation = text.generate(prompt, sampling, &cancel, &mut on_text);
+    resident.touch(Instant::now());
+    let generation = generation?;
+    if stream && chunks == 0 {
+        // A streaming client always gets its stream, even for an empty reply.
+        ctx.emit(Response::ChatChunk(ChatChunk {
+            delta: String::new(),
+        }));
+    }
+    log::debug!(
+        "{}: {} prompt tokens ({} reused), {} generated, {:?}",
+        resident.file.id,
+        generation.prompt_tokens,
+        generation.reused_tokens,
+        generation.completion_tokens,
+        generation.finish_reason
+    );
+    Ok(ChatComplete {
+        model: resident.file.id.clone(),
+        text: generation.text,
+        usage: Usage {
+            prompt_tokens: generation.prompt_tokens,
+            completion_tokens: generation.completion_tokens,
+            total_tokens: generation.prompt_tokens + generation.completion_tokens,
+            cached_tokens: generation.reused_tokens,
+        },
+        finish_reason: generation.finish_reason,
+        session_id: None,
+    })
+}
+
+/// Load settings from the generation defaults (threads 0: one per core).
+pub fn load_options(defaults: &GenerationParams) -> LoadOptions {
+    let threads = match defaults.threads {
+        0 => sysinfo::System::physical_core_count()
+            .or_else(|_| std::thread::available_parallelism().map(|n| n.get()))
+            .ok()
+            .unwrap_or(1) as u32,
+        n => n,
+    };
+    LoadOptions {
+        context_size: defaults.context_size,
+        threads,
+        gpu_layers: 0,
+    }
+}
+
+impl Handler {
+    /// What a job needs to run a chat; clone it into the job.
+    pub fn chat_runner(&self) -> ChatRunner {
+        ChatRunner {
+            models: Arc::clone(&self.models),
+            defaults: self.params.get(),
+        }
+    }
+
+    pub(super) fn chat(&self, request: ChatRequest) -> Outcome {
+        let runner = self.chat_runner();
+        Outcome::Job(Job::new(Lane::Model, move |ctx| {
+            runner
+                .run_chat(
+                    ctx,
+                    request.model.as_deref(),
+                    &request.messages,
+                    &request.sampling,
+                    request.stream,
+                )
+                .map(Response::ChatComplete)
+        }))
+    }
+
+    pub(super) fn generate(&self, request: GenerateRequest) -> Outcome {
+        let runner = self.chat_runner();
+        Outcome::Job(Job::new(Lane::Model, move |ctx| {
+            runner
+                .run_generate(
+                    ctx,
+                    request.model.as_deref(),
+                    &request.prompt,
+                    &request.sampling,
+                    request.stream,
+                )
+                .map(Response::ChatComplete)
+        }))
+    }
+
+    pub(super) fn tokenize(&self, request: TokenizeRequest) -> Outcome {
+        self.token_job(request.model.clone(), move |text| {
+            Ok(Response::Tokens(Tokens {
+                tokens: text.tokenize(&request.content, request.add_special)?,
+            }))
+        })
+    }
+
+    pub(super) fn detokenize(&self, request: DetokenizeRequest) -> Outcome {
+        self.token_job(request.model.clone(), move |text| {
+            Ok(Response::Text(DetokenizedText {
+                content: text.detokenize(&request.tokens)?,
+            }))
+        })
+    }
+
+    /// Tokens need only the vocabulary: with the model loaded this runs on
+    /// the I/O lane, not behind a generation on the model lane.
+    fn token_job(
+        &self,
+        model: Option<String>,
+        work: impl FnOnce(&dyn TextModel) -> Result<Response, ApiError> + Send + 'static,
+    ) -> Outcome {
+        let runner = self.chat_runner();
+        let loaded = self
+            .models
+            .resolve(ModelKind::Chat, model.as_deref())
+            .map(|file| self.models.is_loaded(&file.id))
+            .unwrap_or(false);
+        let lane = if loaded { Lane::Io } else { Lane::Model };
+        Outcome::Job(Job::new(lane, move |_| {
+            let resident = runner.model(model.as_deref())?;
+            let text = resident.text()?;
+            work(text.as_ref())
+        }))
+    }
+}

@@ -1,0 +1,242 @@
+//! The one synchronous handler every transport calls.
+//!
+//! [`Handler::serve`] takes a request and either answers it inline (cheap
+//! requests: no disk, no model) or turns it into a [`Job`] on the pool whose
+//! replies go to the caller's [`ReplySink`]. It never knows which transport
+//! called it. Each area of the protocol has its own file.
+
+mod chat;
+mod downloads;
+mod embeddings;
+mod history;
+mod models;
+mod push;
+mod retrieval;
+mod system;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use crate::api::{EventKind, Request, RequestId, Response, RtcCommand};
+use crate::engine::manager::{EngineLoader, ManagerConfig, ModelManager};
+use crate::error::ApiError;
+use crate::events::EventBus;
+use crate::jobs::{Job, JobLimits, Jobs, ReplySink};
+use crate::params::Params;
+use crate::stats::Stats;
+use crate::system::SystemProbe;
+
+pub use push::LoopPort;
+
+/// What handling a request produced.
+pub enum Outcome {
+    /// The answer, ready now.
+    Reply(Response),
+    /// Work for the pool; its replies go to the caller's sink.
+    Job(Job),
+    /// Work only the event loop can do (WebRTC signaling: the peers live
+    /// there); its reply goes to the caller's sink.
+    Loop(RtcCommand),
+    /// Server push: the caller's sink receives these events until it is gone.
+    Subscribe(Vec<EventKind>),
+    /// Work that completes on a thread of its own without holding a pool
+    /// thread (SaveMessage's group commit): the closure gets the request's id
+    /// and sink, and the final reply is delivered from that thread.
+    Deferred(Box<dyn FnOnce(RequestId, Arc<dyn ReplySink>) + Send>),
+}
+
+/// Where the handler keeps its state.
+pub struct HandlerConfig {
+    /// The data dir (database, params.json).
+    pub data_dir: PathBuf,
+    /// The models dir.
+    pub models_dir: PathBuf,
+    /// Pool sizes and queue bounds.
+    pub limits: JobLimits,
+    /// Bytes loaded models may take in all (0: the memory available).
+    pub memory_budget: u64,
+    /// Idle time after which a model is unloaded (zero: never).
+    pub keep_alive: std::time::Duration,
+}
+
+/// The state every request may touch; shared by all transports.
+pub struct Handler {
+    stats: Arc<Stats>,
+    params: Params,
+    system: Arc<SystemProbe>,
+    jobs: Jobs,
+    models_dir: PathBuf,
+    /// Models in memory, loading, eviction and the default per task.
+    models: Arc<ModelManager>,
+    /// Server push subscribers.
+    events: Arc<EventBus>,
+    /// The event loop, once it serves WebRTC.
+    loop_port: OnceLock<Arc<dyn LoopPort>>,
+    /// The SQLite store: chat history and documents (or why it cannot open).
+    store: Arc<crate::store::StoreSlot>,
+}
+
+impl Handler {
+    /// Opens the state under the configured dirs.
+    pub fn new(config: HandlerConfig, now: Instant) -> Result<Handler, String> {
+        embeddings::find_runtime_in(&config.data_dir);
+        let system: Arc<SystemProbe> = Arc::default();
+        let models = Arc::new(ModelManager::new(
+            ManagerConfig {
+                models_dir: config.models_dir.clone(),
+                data_dir: config.data_dir.clone(),
+                memory_budget: config.memory_budget,
+                keep_alive: config.keep_alive,
+            },
+            Box::new(EngineLoader),
+            Arc::clone(&system),
+        ));
+        models.start_reaper();
+        Ok(Handler {
+            stats: Arc::new(Stats::new(now)),
+            params: Params::load(config.data_dir.join("params.json")),
+            models,
+            system,
+            jobs: Jobs::new(config.limits)?,
+            models_dir: config.models_dir,
+            events: Arc::default(),
+            loop_port: OnceLock::new(),
+            store: Arc::new(crate::store::StoreSlot::open(
+                &config.data_dir,
+                crate::store::StoreOptions::default(),
+            )),
+        })
+    }
+
+    /// The counters transports record into.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Jobs accepted and not finished (for a bounded wait at shutdown).
+    pub fn jobs_in_flight(&self) -> usize {
+        self.jobs.in_flight() + self.store.pending_writes()
+    }
+
+    /// Handles one request: returns the reply when it is ready now; otherwise
+    /// the replies (chunks, then a final one) go to `sink` from the pool.
+    pub fn serve(
+        &self,
+        id: RequestId,
+        request: Request,
+        sink: impl FnOnce() -> Arc<dyn ReplySink>,
+        now: Instant,
+    ) -> Option<Response> {
+        match self.handle(request, now) {
+            Outcome::Reply(response) => Some(response),
+            Outcome::Job(job) => match self.jobs.submit(id, job, sink()) {
+                Ok(()) => None,
+                Err(error) => Some(Response::error(error)),
+            },
+            Outcome::Loop(command) => self.to_loop(id, command, sink()),
+            Outcome::Subscribe(kinds) => self.subscribe(id, kinds, sink()),
+            Outcome::Deferred(start) => {
+                start(id, sink());
+                None
+            }
+        }
+    }
+
+    /// Decides what a request needs: an inline reply or a job.
+    pub fn handle(&self, request: Request, now: Instant) -> Outcome {
+        let reply = |result: Result<Response, ApiError>| {
+            Outcome::Reply(result.unwrap_or_else(Response::error))
+        };
+        match request {
+            Request::Health(_) => Outcome::Reply(self.health(now)),
+            Request::SystemInfo(_) => self.system_info(),
+            Request::GetStats(_) => Outcome::Reply(self.stats_reply(now)),
+            Request::GetResources(_) => self.resources(),
+            Request::GetParams(_) => Outcome::Reply(Response::Params(self.params.get())),
+            Request::SetParams(patch) => reply(self.params.set(&patch).map(Response::Params)),
+            Request::StopGeneration(target) => {
+                Outcome::Reply(Response::Stopped(self.jobs.stop(&target.target_id)))
+            }
+            Request::GetHaltStatus(target) => {
+                Outcome::Reply(Response::HaltStatus(self.jobs.status(&target.target_id)))
+            }
+            Request::ListModels(_) => self.list_models(),
+            Request::Chat(request) => self.chat(request),
+            Request::Generate(request) => self.generate(request),
+            Request::Tokenize(request) => self.tokenize(request),
+            Request::Detokenize(request) => self.detokenize(request),
+            Request::LoadModel(request) => self.load_model(request, now),
+            Request::UnloadModel(request) => self.unload_model(request),
+            Request::ListLoadedModels(_) => Outcome::Reply(self.list_loaded(now)),
+            Request::SelectModel(request) => self.select_model(request),
+            Request::ModelInfo(request) => self.model_info(request),
+            Request::EstimateMemory(request) => self.estimate_memory(request),
+            Request::CheckCompatibility(request) => self.check_compatibility(request),
+            Request::CreateWebRtcOffer(r) => Outcome::Loop(RtcCommand::CreateOffer(r)),
+            Request::SubmitWebRtcAnswer(r) => Outcome::Loop(RtcCommand::SubmitAnswer(r)),
+            Request::AddIceCandidate(r) => Outcome::Loop(RtcCommand::AddIce(r)),
+            Request::GetWebRtcSession(r) => Outcome::Loop(RtcCommand::Get(r)),
+            Request::ListWebRtcSessions(_) => Outcome::Loop(RtcCommand::List),
+            Request::CloseWebRtcSession(r) => Outcome::Loop(RtcCommand::Close(r)),
+            Request::Subscribe(r) => push::subscribe_outcome(&r),
+            Request::Embeddings(request) => self.embeddings(request, now),
+            Request::Rerank(request) => self.rerank(request, now),
+            Request::PullModel(request) => self.pull_model(request),
+            Request::DeleteModel(request) => self.delete_model(request),
+            Request::GetRegisteredModels(_) => self.registered_models(),
+            Request::GetRecipes(request) => self.recipes(request),
+            Request::SaveMessage(request) => self.save_message(request),
+            Request::Responses(request) => self.responses(request),
+            Request::ChatHistory(request) => self.chat_history(request),
+            Request::ListSessions(request) => self.list_sessions(request),
+            Request::DeleteSession(request) => self.delete_session(request),
+            Request::AddDocument(request) => self.add_document(request, now),
+            Request::DeleteDocument(request) => self.delete_document(request),
+            Request::RagQuery(request) => self.rag_query(request, now),
+            Request::ListCollections(_) => self.list_collections(),
+            Request::ClearCollection(request) => self.clear_collection(request),
+            other => reply(Err(not_built_yet(&other))),
+        }
+    }
+}
+
+/// The 501 of a request type whose capability this version does not have.
+fn not_built_yet(request: &Request) -> ApiError {
+    let capability = match request {
+        Request::Chat(_) | Request::Generate(_) | Request::Tokenize(_) | Request::Detokenize(_) => {
+            "chat and generation need the llama.cpp inference engine"
+        }
+        Request::Responses(_) => {
+            "session chat needs the inference engine and the chat history store"
+        }
+        Request::LoadModel(_)
+        | Request::UnloadModel(_)
+        | Request::ModelInfo(_)
+        | Request::PullModel(_)
+        | Request::DeleteModel(_)
+        | Request::EstimateMemory(_)
+        | Request::CheckCompatibility(_)
+        | Request::GetRecipes(_)
+        | Request::GetRegisteredModels(_)
+        | Request::ListLoadedModels(_)
+        | Request::SelectModel(_) => "model lifecycle management needs the inference engine",
+        Request::Embeddings(_) | Request::Rerank(_) => {
+            "embeddings and rerank need the ONNX Runtime engine"
+        }
+        Request::RagQuery(_)
+        | Request::AddDocument(_)
+        | Request::DeleteDocument(_)
+        | Request::ListCollections(_)
+        | Request::ClearCollection(_) => "retrieval needs the document store",
+        Request::ChatHistory(_)
+        | Request::SaveMessage(_)
+        | Request::ListSessions(_)
+        | Request::DeleteSession(_) => "chat history needs the SQLite store",
+        _ => "this capability",
+    };
+    ApiError::not_implemented(format!(
+        "{}: {capability}, which this version does not have yet",
+        request.name()
+    ))
+}

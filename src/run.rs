@@ -1,0 +1,288 @@
+//! Runs a parsed command: resolves the config, starts the transports the mode
+//! asks for, and maps the outcome to an exit code.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cli::{Args, Command};
+use crate::config::{self, Config, Layer, Mode};
+use crate::event_loop::{EventLoop, Exit};
+use crate::handler::{Handler, HandlerConfig};
+use crate::jobs::JobLimits;
+use crate::transport::http::{HttpConfig, HttpServer};
+
+/// Runs `args` to completion.
+pub fn run(args: Args) -> ExitCode {
+    let started = Instant::now();
+    let result = match args.command {
+        Command::Help => print(&crate::cli::help()),
+        Command::Version => print(&format!("tabagent {}\n", env!("CARGO_PKG_VERSION"))),
+        ref command => load_config(&args).and_then(|config| {
+            init_logging(&config.log);
+            match command {
+                Command::Serve => serve(config, started),
+                Command::Models => list_models(&config),
+                Command::Pull { url, sha256, model } => pull(&config, url, sha256, model),
+                Command::InstallHost {
+                    extension_ids,
+                    browsers,
+                    user_data_dir,
+                } => install_host(extension_ids, browsers, user_data_dir.as_deref()),
+                Command::UninstallHost {
+                    browsers,
+                    user_data_dir,
+                } => uninstall_host(browsers, user_data_dir.as_deref()),
+                Command::Help | Command::Version => unreachable!("handled above"),
+            }
+        }),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            log::error!("{message}");
+            eprintln!("tabagent: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print(text: &str) -> Result<ExitCode, String> {
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_config(args: &Args) -> Result<Config, String> {
+    let env = Layer::from_env(|key| std::env::var(key).ok())?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let config_file = args
+        .config_file
+        .clone()
+        .or_else(|| std::env::var_os("TABAGENT_CONFIG").map(PathBuf::from));
+    let file = match config_file {
+        Some(path) => config::read_file(&path)?,
+        None => Layer::default(),
+    };
+    let xdg = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    Ok(Config::from_layers(
+        args.settings.clone(),
+        env,
+        file,
+        home.as_deref(),
+        xdg.as_deref(),
+    ))
+}
+
+fn init_logging(filter: &str) {
+    // stderr only: stdout carries native messaging frames.
+    let _ = env_logger::Builder::new()
+        .parse_filters(filter)
+        .target(env_logger::Target::Stderr)
+        .format_timestamp_millis()
+        .try_init();
+}
+
+fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
+    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+        log::warn!(
+            "cannot create the data dir {}: {e}",
+            config.data_dir.display()
+        );
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let handler = Arc::new(Handler::new(
+        HandlerConfig {
+            data_dir: config.data_dir.clone(),
+            models_dir: config.models_dir.clone(),
+            limits: JobLimits {
+                model_threads: 1,
+                io_threads: cores.max(2),
+                queue_capacity: config.queue_capacity,
+            },
+            memory_budget: config.memory_budget,
+            keep_alive: std::time::Duration::from_secs(config.keep_alive.0),
+        },
+        started,
+    )?);
+
+    let want_native = match config.mode {
+        Mode::Native => true,
+        Mode::All => !std::io::stdin().is_terminal(),
+        Mode::Http | Mode::Webrtc => false,
+    };
+    let event_loop = match EventLoop::new(
+        Arc::clone(&handler),
+        want_native,
+        config.mode == Mode::Native,
+    ) {
+        Ok(event_loop) => event_loop,
+        Err(e) if config.mode == Mode::All => {
+            log::info!("native messaging is off: {e}");
+            EventLoop::new(Arc::clone(&handler), false, false).map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(format!("cannot start the event loop: {e}")),
+    };
+    let mut event_loop = event_loop;
+    if matches!(config.mode, Mode::Webrtc | Mode::All) {
+        let started = crate::transport::rtc::RtcSettings::from_config(&config)
+            .and_then(|settings| event_loop.start_webrtc(settings).map_err(|e| e.to_string()));
+        match started {
+            Ok(_) => {}
+            Err(e) if config.mode == Mode::All => log::info!("WebRTC is off: {e}"),
+            Err(e) => return Err(format!("cannot start WebRTC: {e}")),
+        }
+    }
+
+    let http = if config.mode == Mode::Native {
+        None
+    } else {
+        let http_config = HttpConfig {
+            bind: config.bind,
+            cors_origins: config.cors_origins.0.clone(),
+            allowed_hosts: config.allowed_hosts.0.clone(),
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: config.request_timeout(),
+            workers: cores.max(2),
+        };
+        match HttpServer::start(http_config, Arc::clone(&handler)) {
+            Ok(server) => Some(server),
+            Err(e) if config.mode == Mode::All => {
+                log::warn!(
+                    "HTTP is off: cannot listen on {}: {e}; the other transports keep serving",
+                    config.bind
+                );
+                None
+            }
+            Err(e) => return Err(format!("cannot listen on {}: {e}", config.bind)),
+        }
+    };
+    log::info!(
+        "tabagent {} ready in {:?} (mode {})",
+        env!("CARGO_PKG_VERSION"),
+        started.elapsed(),
+        config.mode
+    );
+
+    let exit = event_loop.run(|| {
+        if let Some(http) = http {
+            http.stop();
+        }
+    });
+    match exit.map_err(|e| format!("the event loop failed: {e}"))? {
+        Exit::Clean => Ok(ExitCode::SUCCESS),
+        Exit::ProtocolError => Ok(ExitCode::FAILURE),
+    }
+}
+
+fn list_models(config: &Config) -> Result<ExitCode, String> {
+    let models = crate::models::scan_models(&config.models_dir);
+    let mut out = format!("Models in {}:\n", config.models_dir.display());
+    if models.is_empty() {
+        out.push_str("  (none; `make models` fetches the defaults)\n");
+    }
+    for model in models {
+        let kind = serde_json::to_value(model.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let format = serde_json::to_value(model.format)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  {:<40} {:<5} {:<10} {:>8.1} MB\n",
+            model.id,
+            format,
+            kind,
+            model.size_bytes as f64 / 1e6
+        ));
+    }
+    print(&out)
+}
+
+/// `tabagent pull`: the same download as PullModel, with a bar on stderr;
+/// Ctrl-C stops it and keeps the part for the next run to resume.
+fn pull(
+    config: &Config,
+    url: &str,
+    sha256: &Option<String>,
+    model: &Option<String>,
+) -> Result<ExitCode, String> {
+    let request = crate::api::PullModelRequest {
+        url: url.to_string(),
+        model: model.clone(),
+        sha256: sha256.clone(),
+    };
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&cancel)) {
+            log::warn!("cannot catch signal {signal}: {e}");
+        }
+    }
+    let mut stderr = std::io::stderr();
+    let mut bar = crate::pull::ProgressBar::new(stderr.is_terminal());
+    let result = crate::pull::pull(&config.models_dir, &request, &cancel, &mut |progress| {
+        let _ = stderr.write_all(bar.draw(&progress, Instant::now()).as_bytes());
+        true
+    });
+    let _ = stderr.write_all(bar.finish().as_bytes());
+    let done = result.map_err(|e| e.detail)?;
+    print(&format!(
+        "{} ({} bytes, sha256 {}) in {}\n",
+        done.model,
+        done.size_bytes,
+        done.sha256,
+        config.models_dir.display()
+    ))
+}
+
+fn home() -> Result<PathBuf, String> {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .ok_or_else(|| "HOME is not set".to_string())
+}
+
+fn install_host(
+    extension_ids: &[String],
+    browsers: &[String],
+    user_data_dir: Option<&std::path::Path>,
+) -> Result<ExitCode, String> {
+    let binary = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| format!("cannot find this binary's path: {e}"))?;
+    let dirs = crate::host::targets(browsers, &home()?, user_data_dir)?;
+    let written = crate::host::install(&dirs, &binary, extension_ids)?;
+    let mut out = format!(
+        "Registered {} -> {}\n",
+        crate::host::HOST_NAME,
+        binary.display()
+    );
+    for file in written {
+        out.push_str(&format!("  wrote {}\n", file.display()));
+    }
+    print(&out)
+}
+
+fn uninstall_host(
+    browsers: &[String],
+    user_data_dir: Option<&std::path::Path>,
+) -> Result<ExitCode, String> {
+    let dirs = crate::host::targets(browsers, &home()?, user_data_dir)?;
+    let removed = crate::host::uninstall(&dirs)?;
+    let mut out = format!("Unregistered {}\n", crate::host::HOST_NAME);
+    if removed.is_empty() {
+        out.push_str("  (it was not registered)\n");
+    }
+    for file in removed {
+        out.push_str(&format!("  removed {}\n", file.display()));
+    }
+    print(&out)
+}

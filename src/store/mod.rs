@@ -1,0 +1,433 @@
+//! The SQLite store: chat sessions and the retrieval document store, in one
+//! file, `<data_dir>/tabagent.db`.
+//!
+//! # Threads
+//! One writer thread owns the only write connection ([`group_commit`]); every
+//! change (a saved message, a deleted session, an added document) is a task
+//! sent to it. Reads run on the caller's thread (a pool job, never the event
+//! loop) with a connection from a small pool of read-only connections; WAL
+//! lets them read while the writer writes. The vectors of each collection are
+//! kept in memory ([`vectors`]), loaded on the first query and kept current
+//! by the writer after each commit.
+//!
+//! # Durability
+//! The database runs in WAL mode with `synchronous=FULL`: a COMMIT returns
+//! only after the WAL has been fsynced, so a committed transaction survives a
+//! process kill and a power cut. (`NORMAL` would survive a kill but could lose
+//! the last commits on power loss; that is not "acknowledged means durable".)
+//! A client is told a write succeeded only from the callback the writer runs
+//! *after* that COMMIT returned. The cost of one fsync per write is paid once
+//! per batch instead: the writer takes every task that queued while the
+//! previous commit was running, applies them all in one transaction (each in
+//! its own savepoint, so one failing task fails alone) and commits once —
+//! group commit. Nothing waits on purpose to grow a batch: a lone write
+//! commits at once, and batches grow by themselves under load.
+//!
+//! # Schema
+//! Versioned with `PRAGMA user_version`; [`db`] runs the missing migrations
+//! in one transaction at open. A file written by a newer tabagent is refused
+//! with a clear error and never written to. When the store cannot be opened
+//! (read-only or missing data dir, a newer or corrupt file) the host still
+//! runs; the store's requests answer 503 with the reason, and [`StoreSlot`]
+//! tries again on the next request, so freeing the disk needs no restart.
+
+mod chunking;
+mod db;
+mod documents;
+mod group_commit;
+mod history;
+mod search;
+mod vectors;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+
+use rusqlite::Connection;
+
+use crate::api::{
+    AddDocumentRequest, ChatHistoryRequest, CollectionCleared, CollectionList, DocumentAdded,
+    DocumentRef, History, ListSessionsRequest, RagQueryRequest, RagResults, SaveMessageRequest,
+    SessionList, StoredMessage,
+};
+use crate::engine::Embedder;
+use crate::engine::rerank::Scorer;
+use crate::error::ApiError;
+use crate::jobs::lock;
+
+pub use chunking::{ChunkConfig, chunk_text};
+pub use db::{DB_FILE, SCHEMA_VERSION};
+use group_commit::{Task, Writer};
+pub use vectors::VectorIndex;
+
+/// What can go wrong in the store.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database file was written by a newer tabagent than this one.
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+    },
+    /// The database cannot be opened or created (read-only or missing dir, not a database).
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The disk (or the size limit of the database) is full.
+    Full(String),
+    /// The data dir or the database file is read-only.
+    ReadOnly(String),
+    /// Another process held the write lock longer than the busy timeout.
+    Busy(String),
+    /// The thing named does not exist.
+    NotFound(String),
+    /// The request conflicts with what is stored (e.g. another embedding model).
+    Conflict(String),
+    /// A value is out of range.
+    Invalid(String),
+    /// The client went away or stopped the request before it was stored.
+    Cancelled,
+    /// The writer thread is gone (the host is shutting down).
+    Closed,
+    /// The embedding model failed (its own error, passed through).
+    Embedding(ApiError),
+    /// Any other database failure.
+    Sqlite(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::TooNew { path, found } => write!(
+                f,
+                "the database {} has schema version {found}, newer than this tabagent understands \
+                 ({SCHEMA_VERSION}); it was left untouched: upgrade tabagent, or move the file away",
+                path.display()
+            ),
+            StoreError::Open { path, reason } => {
+                write!(f, "cannot open the database {}: {reason}", path.display())
+            }
+            StoreError::Full(detail) => write!(f, "the disk is full: {detail}"),
+            StoreError::ReadOnly(detail) => write!(f, "the database is read-only: {detail}"),
+            StoreError::Busy(detail) => write!(f, "the database is busy: {detail}"),
+            StoreError::NotFound(detail)
+            | StoreError::Conflict(detail)
+            | StoreError::Invalid(detail) => f.write_str(detail),
+            StoreError::Cancelled => f.write_str("cancelled before anything was stored"),
+            StoreError::Closed => f.write_str("the store is shutting down"),
+            StoreError::Embedding(error) => write!(f, "embedding failed: {}", error.detail),
+            StoreError::Sqlite(detail) => write!(f, "database error: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode;
+        match error.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::Full(error.to_string()),
+            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(error.to_string()),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StoreError::Busy(error.to_string())
+            }
+            _ => StoreError::Sqlite(error.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        let detail = error.to_string();
+        match error {
+            StoreError::NotFound(_) => ApiError::not_found(detail),
+            StoreError::Conflict(_) => ApiError::conflict(detail),
+            StoreError::Invalid(_) => ApiError::invalid(detail),
+            StoreError::Busy(_) => ApiError::busy(detail, 1),
+            StoreError::Full(_) => {
+                ApiError::new(507, "storage-full", "Insufficient storage", detail)
+            }
+            StoreError::TooNew { .. }
+            | StoreError::Open { .. }
+            | StoreError::ReadOnly(_)
+            | StoreError::Closed => {
+                ApiError::new(503, "store-unavailable", "Store unavailable", detail)
+            }
+            StoreError::Cancelled => ApiError::new(499, "cancelled", "Cancelled", detail),
+            StoreError::Embedding(error) => error,
+            StoreError::Sqlite(_) => ApiError::internal(detail),
+        }
+    }
+}
+
+/// How to open a store.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// Refuse writes that would grow the database beyond this many bytes
+    /// (`PRAGMA max_page_count`); they fail as [`StoreError::Full`].
+    pub max_size_bytes: Option<u64>,
+    /// How documents are cut into chunks.
+    pub chunking: ChunkConfig,
+}
+
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+
+/// The open database: the writer thread, the read connections and the
+/// in-memory vectors.
+pub struct Store {
+    path: PathBuf,
+    options: StoreOptions,
+    writer: Writer,
+    readers: Mutex<Vec<Connection>>,
+    vectors: Arc<vectors::VectorCache>,
+}
+
+impl Store {
+    /// Opens (creating and migrating as needed) the database in `data_dir`.
+    pub fn open(data_dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        let connection = db::open_writer(data_dir, &path, &options)?;
+        Ok(Store {
+            writer: Writer::start(connection)?,
+            readers: Mutex::default(),
+            vectors: Arc::default(),
+            path,
+            options,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `read` with a read-only connection from the pool.
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = lock(&self.readers).pop();
+        let connection = match pooled {
+            Some(connection) => connection,
+            None => db::open_reader(&self.path)?,
+        };
+        let result = read(&connection);
+        let mut idle = lock(&self.readers);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(connection);
+        }
+        result
+    }
+
+    /// Runs `apply` in the writer's next batch; `done` gets its result once
+    /// the batch's COMMIT returned (or failed). Never blocks on the disk.
+    pub(crate) fn write_then<T: Send + 'static>(
+        &self,
+        apply: impl FnOnce(&Connection, i64) -> Result<T, StoreError> + Send + 'static,
+        done: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+    ) {
+        self.writer.submit(Task::new(apply, done));
+    }
+
+    /// Runs `apply` in the writer's next batch and waits for the commit.
+    fn write<T: Send + 'static>(
+        &self,
+        apply: impl FnOnce(&Connection, i64) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.write_then(apply, move |result| {
+            let _ = tx.send(result);
+        });
+        rx.recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Like [`Store::write`], for changes to a collection: the in-memory
+    /// vectors follow the change on the writer thread, right after the commit.
+    fn write_changing<T: Send + 'static>(
+        &self,
+        apply: impl FnOnce(&Connection, i64) -> Result<(T, vectors::Change), StoreError>
+        + Send
+        + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let cache = Arc::clone(&self.vectors);
+        self.write_then(apply, move |result| {
+            let result = result.map(|(reply, change)| {
+                cache.apply(change);
+                reply
+            });
+            let _ = tx.send(result);
+        });
+        rx.recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Stores one message; `done` runs once it is durable (or failed). The
+    /// request is checked first: an invalid one fails before it is queued.
+    pub fn save_message_then(
+        &self,
+        request: SaveMessageRequest,
+        done: impl FnOnce(Result<StoredMessage, StoreError>) + Send + 'static,
+    ) {
+        match history::NewMessage::check(request) {
+            Ok(message) => self.write_then(
+                move |tx, now| history::insert_message(tx, &message, now),
+                done,
+            ),
+            Err(error) => done(Err(error)),
+        }
+    }
+
+    /// Stores one message and returns once it is durable.
+    pub fn save_message(&self, request: SaveMessageRequest) -> Result<StoredMessage, StoreError> {
+        let message = history::NewMessage::check(request)?;
+        self.write(move |tx, now| history::insert_message(tx, &message, now))
+    }
+
+    /// One page of a session's messages.
+    pub fn chat_history(&self, request: &ChatHistoryRequest) -> Result<History, StoreError> {
+        let page = history::Page::check(request)?;
+        self.read(|connection| history::read_page(connection, &page))
+    }
+
+    /// Sessions, most recently updated first.
+    pub fn list_sessions(&self, request: &ListSessionsRequest) -> Result<SessionList, StoreError> {
+        let limit = history::check_limit(request.limit)?;
+        self.read(|connection| history::list_sessions(connection, limit, request.search.as_deref()))
+    }
+
+    /// Deletes a session and its messages; returns how many messages went.
+    pub fn delete_session(&self, session_id: &str) -> Result<u64, StoreError> {
+        let key = session_id.to_string();
+        self.write(move |tx, _| history::delete_session(tx, &key))
+    }
+
+    /// Chunks, embeds and stores a document, replacing the one with the same
+    /// URL. Embedding runs on the caller's thread, in batches; `cancelled` is
+    /// asked between batches and stops the work before anything is written.
+    pub fn add_document(
+        &self,
+        request: AddDocumentRequest,
+        embedder: &dyn Embedder,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<DocumentAdded, StoreError> {
+        documents::check_name(&request.collection)?;
+        // Fail fast, before minutes of embedding, when the model cannot fit;
+        // the writer checks again in its transaction.
+        let existing = self.read(|c| documents::find_collection(c, &request.collection))?;
+        documents::check_model(
+            existing.as_ref(),
+            &request.collection,
+            embedder.model_id(),
+            embedder.dimensions(),
+        )?;
+        let prepared = documents::prepare(request, &self.options.chunking, embedder, cancelled)?;
+        self.write_changing(move |tx, now| documents::insert(tx, prepared, now))
+    }
+
+    /// Deletes one document and its chunks.
+    pub fn delete_document(
+        &self,
+        collection: &str,
+        document_id: i64,
+    ) -> Result<DocumentRef, StoreError> {
+        let name = collection.to_string();
+        self.write_changing(move |tx, _| documents::delete_document(tx, &name, document_id))
+    }
+
+    /// Deletes a collection with all its documents.
+    pub fn clear_collection(&self, collection: &str) -> Result<CollectionCleared, StoreError> {
+        let name = collection.to_string();
+        self.write_changing(move |tx, _| documents::clear_collection(tx, &name))
+    }
+
+    /// The embedding model a collection's vectors come from; None for a
+    /// collection that does not exist (yet).
+    pub fn collection_model(&self, collection: &str) -> Result<Option<String>, StoreError> {
+        documents::check_name(collection)?;
+        let row = self.read(|c| documents::find_collection(c, collection))?;
+        Ok(row.and_then(|r| r.model))
+    }
+
+    /// Every collection with its counts.
+    pub fn list_collections(&self) -> Result<CollectionList, StoreError> {
+        self.read(documents::list_collections)
+    }
+
+    /// Hybrid search: vector similarity and BM25 keywords, fused by rank,
+    /// optionally reranked.
+    pub fn rag_query(
+        &self,
+        request: &RagQueryRequest,
+        embedder: &dyn Embedder,
+        reranker: Option<&Scorer>,
+    ) -> Result<RagResults, StoreError> {
+        let query = search::Query::check(request)?;
+        self.read(|connection| search::run(connection, &self.vectors, &query, embedder, reranker))
+    }
+}
+
+/// The store the handler uses, or why it has none. A failed open is tried
+/// again on the next request (the disk may have been freed or the dir made
+/// writable), except for a database newer than this binary, which only an
+/// upgrade fixes.
+pub struct StoreSlot {
+    data_dir: PathBuf,
+    options: StoreOptions,
+    state: Mutex<Result<Arc<Store>, StoreError>>,
+}
+
+impl StoreSlot {
+    /// Opens the store in `data_dir`, logging (not failing on) an error.
+    pub fn open(data_dir: &Path, options: StoreOptions) -> StoreSlot {
+        let state = Store::open(data_dir, options.clone()).map(Arc::new);
+        match &state {
+            Ok(store) => log::info!("database {}", store.path().display()),
+            Err(error) => log::error!("chat history and documents are unavailable: {error}"),
+        }
+        StoreSlot {
+            data_dir: data_dir.to_path_buf(),
+            options,
+            state: Mutex::new(state),
+        }
+    }
+
+    /// The open store, opening it now if an earlier attempt failed.
+    pub fn get(&self) -> Result<Arc<Store>, StoreError> {
+        let mut state = lock(&self.state);
+        match &*state {
+            Ok(store) => return Ok(Arc::clone(store)),
+            Err(StoreError::TooNew { .. }) => return state.clone(),
+            Err(_) => {}
+        }
+        *state = Store::open(&self.data_dir, self.options.clone()).map(Arc::new);
+        if state.is_ok() {
+            log::info!("the database is available again");
+        }
+        state.clone()
+    }
+
+    /// The store if it is open; never opens it (no I/O: callable on the event loop).
+    pub fn if_open(&self) -> Option<Arc<Store>> {
+        lock(&self.state).as_ref().ok().map(Arc::clone)
+    }
+
+    /// Writes queued and not yet committed (for a bounded wait at shutdown).
+    pub fn pending_writes(&self) -> usize {
+        match &*lock(&self.state) {
+            Ok(store) => store.writer.pending(),
+            Err(_) => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;

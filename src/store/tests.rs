@@ -1,0 +1,773 @@
+//! The store's unit tests: schema, history, group commit, documents and search.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rusqlite::Connection;
+use serde_json::json;
+
+use super::testing::{FakeEmbedder, TempDir};
+use super::*;
+use crate::api::{ChatHistoryRequest, ListSessionsRequest, RagQueryRequest, SaveMessageRequest};
+
+fn store(dir: &TempDir) -> Store {
+    Store::open(dir.path(), StoreOptions::default()).unwrap()
+}
+
+fn message(session: &str, role: &str, content: &str) -> SaveMessageRequest {
+    SaveMessageRequest {
+        session_id: session.into(),
+        role: role.into(),
+        content: content.into(),
+        metadata: None,
+    }
+}
+
+fn history(session: &str, limit: u32, before: Option<i64>, order: &str) -> ChatHistoryRequest {
+    ChatHistoryRequest {
+        session_id: session.into(),
+        limit: Some(limit),
+        before,
+        order: Some(order.into()),
+    }
+}
+
+fn document(collection: &str, text: &str, url: Option<&str>) -> AddDocumentRequest {
+    AddDocumentRequest {
+        collection: collection.into(),
+        text: text.into(),
+        url: url.map(String::from),
+        title: Some("A title".into()),
+        metadata: Some(json!({"lang": "en"})),
+    }
+}
+
+fn query(collection: &str, text: &str, top_k: usize) -> RagQueryRequest {
+    RagQueryRequest {
+        collection: collection.into(),
+        query: text.into(),
+        top_k: Some(top_k),
+        min_score: None,
+        rerank: false,
+    }
+}
+
+fn version_of(dir: &TempDir) -> i64 {
+    Connection::open(dir.path().join(DB_FILE))
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+// ---- schema -------------------------------------------------------------
+
+#[test]
+fn an_empty_dir_gets_the_current_schema() {
+    let dir = TempDir::new("empty");
+    let nested = dir.path().join("a/b");
+    let store = Store::open(&nested, StoreOptions::default()).unwrap();
+    assert!(store.path().starts_with(&nested));
+    drop(store);
+    let db = Connection::open(nested.join(DB_FILE)).unwrap();
+    let version: i64 = db
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let mode: String = db
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+/// Version 1 as it shipped, frozen here: a later edit of the migration code
+/// must still upgrade files written by the old one.
+const V1_FIXTURE: &str = "
+CREATE TABLE sessions (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, title TEXT,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, message_count INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX sessions_by_update ON sessions(updated_at);
+CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    role TEXT NOT NULL, content TEXT NOT NULL, metadata TEXT, created_at INTEGER NOT NULL);
+CREATE INDEX messages_by_session ON messages(session_id, id);
+INSERT INTO sessions VALUES (1, 'old', 'Hello from v1', 1000, 2000, 2);
+INSERT INTO messages (session_id, role, content, metadata, created_at) VALUES
+    (1, 'user', 'Hello from v1', '{\"url\":\"https://example.com\"}', 1000),
+    (1, 'assistant', 'Hi!', NULL, 2000);
+PRAGMA user_version = 1;
+";
+
+#[test]
+fn a_version_1_file_is_migrated_and_keeps_its_history() {
+    let dir = TempDir::new("v1");
+    Connection::open(dir.path().join(DB_FILE))
+        .unwrap()
+        .execute_batch(V1_FIXTURE)
+        .unwrap();
+    let store = store(&dir);
+    let page = store
+        .chat_history(&history("old", 10, None, "oldest"))
+        .unwrap();
+    assert_eq!(page.messages.len(), 2);
+    assert_eq!(
+        page.messages[0].metadata,
+        Some(json!({"url": "https://example.com"}))
+    );
+    // The new tables work, and new ids follow the old ones.
+    let saved = store.save_message(message("old", "user", "again")).unwrap();
+    assert_eq!(saved.id, 3);
+    let embedder = FakeEmbedder::new(16);
+    store
+        .add_document(document("c", "Some text.", None), &embedder, &|| false)
+        .unwrap();
+    drop(store);
+    assert_eq!(version_of(&dir), SCHEMA_VERSION);
+}
+
+#[test]
+fn a_newer_file_is_refused_and_left_untouched() {
+    let dir = TempDir::new("newer");
+    let path = dir.path().join(DB_FILE);
+    {
+        let db = Connection::open(&path).unwrap();
+        db.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;")
+            .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let error = Store::open(dir.path(), StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, StoreError::TooNew { found: 99, .. }),
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("99") && text.contains("newer") && text.contains("untouched"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file is unchanged"
+    );
+    assert!(!dir.path().join(format!("{DB_FILE}-wal")).exists());
+    assert_eq!(ApiError::from(error).status, 503);
+
+    // The slot does not retry a newer file.
+    let slot = StoreSlot::open(dir.path(), StoreOptions::default());
+    assert!(matches!(slot.get(), Err(StoreError::TooNew { .. })));
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused() {
+    let dir = TempDir::new("garbage");
+    let path = dir.path().join(DB_FILE);
+    std::fs::write(&path, vec![7u8; 8192]).unwrap();
+    let error = Store::open(dir.path(), StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        error.to_string().contains("not a tabagent database"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 8192]);
+}
+
+#[test]
+fn a_data_dir_that_cannot_exist_is_a_clear_error_and_the_slot_recovers() {
+    let dir = TempDir::new("blocked");
+    let data = dir.path().join("data");
+    std::fs::write(&data, b"a file where the dir should be").unwrap();
+    let slot = StoreSlot::open(&data, StoreOptions::default());
+    let error = slot.get().err().unwrap();
+    assert!(
+        error.to_string().contains("cannot create the data dir"),
+        "{error}"
+    );
+    let api = ApiError::from(error);
+    assert_eq!(api.status, 503);
+    // Fixed while running: the next request finds the store.
+    std::fs::remove_file(&data).unwrap();
+    let store = slot.get().unwrap();
+    store.save_message(message("s", "user", "hi")).unwrap();
+}
+
+#[test]
+fn a_full_database_fails_writes_clearly_and_keeps_working() {
+    let dir = TempDir::new("full");
+    let options = StoreOptions {
+        max_size_bytes: Some(256 << 10),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options).unwrap();
+    let big = "x".repeat(16 << 10);
+    let mut saved = 0;
+    let error = loop {
+        match store.save_message(message("s", "user", &big)) {
+            Ok(_) => saved += 1,
+            Err(error) => break error,
+        }
+        assert!(saved < 100, "the limit never hit");
+    };
+    assert!(matches!(error, StoreError::Full(_)), "{error}");
+    assert_eq!(ApiError::from(error).status, 507);
+    // What was acknowledged is all there; small writes still fail cleanly,
+    // and deleting makes room again.
+    let page = store
+        .chat_history(&history("s", 1000, None, "newest"))
+        .unwrap();
+    assert_eq!(page.messages.len(), saved);
+    assert_eq!(store.delete_session("s").unwrap(), saved as u64);
+    store
+        .save_message(message("t", "user", "fits again"))
+        .unwrap();
+    let check: String = Connection::open(store.path())
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
+// ---- history ------------------------------------------------------------
+
+#[test]
+fn history_pages_both_ways() {
+    let dir = TempDir::new("pages");
+    let store = store(&dir);
+    let ids: Vec<i64> = (0..7)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            store
+                .save_message(message("s", role, &format!("m{i}")))
+                .unwrap()
+                .id
+        })
+        .collect();
+    store.save_message(message("other", "user", "x")).unwrap();
+
+    let first = store
+        .chat_history(&history("s", 3, None, "newest"))
+        .unwrap();
+    let contents: Vec<_> = first.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["m6", "m5", "m4"]);
+    let second = store
+        .chat_history(&history("s", 3, first.next_before, "newest"))
+        .unwrap();
+    assert_eq!(second.messages[0].content, "m3");
+    let third = store
+        .chat_history(&history("s", 3, second.next_before, "newest"))
+        .unwrap();
+    assert_eq!(third.messages.len(), 1);
+    assert_eq!(third.next_before, None);
+
+    let oldest = store
+        .chat_history(&history("s", 4, None, "oldest"))
+        .unwrap();
+    assert_eq!(oldest.messages[0].id, ids[0]);
+    let rest = store
+        .chat_history(&history("s", 4, oldest.next_before, "oldest"))
+        .unwrap();
+    assert_eq!(
+        rest.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        ids[4..]
+    );
+    assert_eq!(rest.next_before, None);
+
+    let none = store
+        .chat_history(&history("nobody", 3, None, "newest"))
+        .unwrap();
+    assert!(none.messages.is_empty() && none.next_before.is_none());
+}
+
+#[test]
+fn invalid_history_requests_are_422s() {
+    let dir = TempDir::new("invalid");
+    let store = store(&dir);
+    for (request, words) in [
+        (message("", "user", "x"), "session_id"),
+        (message("s", "robot", "x"), "role"),
+        (message(&"s".repeat(300), "user", "x"), "session_id"),
+    ] {
+        let error = store.save_message(request).unwrap_err();
+        assert!(error.to_string().contains(words), "{error}");
+        assert_eq!(ApiError::from(error).status, 422);
+    }
+    for (limit, order) in [(0, "newest"), (5000, "newest"), (5, "sideways")] {
+        let error = store
+            .chat_history(&history("s", limit, None, order))
+            .unwrap_err();
+        assert_eq!(ApiError::from(error).status, 422);
+    }
+    let error = store.delete_session("missing").unwrap_err();
+    assert_eq!(ApiError::from(error).status, 404);
+}
+
+#[test]
+fn sessions_list_by_recency_with_titles_counts_and_search() {
+    let dir = TempDir::new("sessions");
+    let store = store(&dir);
+    store
+        .save_message(message("a", "system", "You are helpful."))
+        .unwrap();
+    store
+        .save_message(message("a", "user", "How do I bake bread?\nDetails follow"))
+        .unwrap();
+    store
+        .save_message(message("b", "user", "100% rye_flour"))
+        .unwrap();
+    store
+        .save_message(message("b", "assistant", "Use a starter"))
+        .unwrap();
+    store
+        .save_message(message("a", "assistant", "Knead the dough."))
+        .unwrap();
+
+    let all = store
+        .list_sessions(&ListSessionsRequest::default())
+        .unwrap();
+    let names: Vec<_> = all.sessions.iter().map(|s| s.session_id.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(
+        all.sessions[0].title.as_deref(),
+        Some("How do I bake bread?")
+    );
+    assert_eq!(all.sessions[0].messages, 3);
+
+    let search = |text: &str| {
+        store
+            .list_sessions(&ListSessionsRequest {
+                limit: None,
+                search: Some(text.into()),
+            })
+            .unwrap()
+            .sessions
+            .into_iter()
+            .map(|s| s.session_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(search("KNEAD"), ["a"]);
+    assert_eq!(search("starter"), ["b"]);
+    assert_eq!(search("0%"), ["b"], "% is literal");
+    assert_eq!(search("ry__flour"), Vec::<String>::new(), "_ is literal");
+    assert_eq!(search("rye_"), ["b"]);
+
+    assert_eq!(store.delete_session("a").unwrap(), 3);
+    let left = store
+        .list_sessions(&ListSessionsRequest::default())
+        .unwrap();
+    assert_eq!(left.sessions.len(), 1);
+    assert!(
+        store
+            .chat_history(&history("a", 10, None, "newest"))
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+}
+
+#[test]
+fn unicode_and_metadata_round_trip() {
+    let dir = TempDir::new("unicode");
+    let store = store(&dir);
+    let text = "Ünïcödé ✓ 日本語 🙂\u{0}nul and \u{202e}rtl";
+    let mut request = message("séance-🙂", "user", text);
+    request.metadata = Some(json!({"url": "https://例え.jp/パス", "title": "タイトル"}));
+    let saved = store.save_message(request).unwrap();
+    let page = store
+        .chat_history(&history("séance-🙂", 10, None, "newest"))
+        .unwrap();
+    assert_eq!(page.messages[0].content, text);
+    assert_eq!(page.messages[0].metadata, saved.metadata);
+    assert_eq!(page.messages[0].created_at, saved.created_at);
+}
+
+#[test]
+fn concurrent_writers_are_grouped_and_all_durable() {
+    let dir = TempDir::new("group");
+    let store = Arc::new(store(&dir));
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                (0..100)
+                    .map(|i| {
+                        store
+                            .save_message(message(&format!("s{t}"), "user", &format!("{t}-{i}")))
+                            .unwrap()
+                            .id
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 1600);
+    drop(store);
+    // Reopened from disk: every session has its 100 messages, in order.
+    let store = self::store(&dir);
+    for t in 0..16 {
+        let page = store
+            .chat_history(&history(&format!("s{t}"), 1000, None, "oldest"))
+            .unwrap();
+        let contents: Vec<_> = page.messages.iter().map(|m| m.content.clone()).collect();
+        let expected: Vec<_> = (0..100).map(|i| format!("{t}-{i}")).collect();
+        assert_eq!(contents, expected);
+    }
+}
+
+#[test]
+fn a_failing_write_fails_alone_in_its_batch() {
+    let dir = TempDir::new("savepoint");
+    let store = Arc::new(store(&dir));
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Hold the writer busy so the next tasks land in one batch.
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    store.write_then(
+        move |_, _| {
+            let _ = wait.recv();
+            Ok(())
+        },
+        |_| {},
+    );
+    for i in 0..5 {
+        let tx = tx.clone();
+        if i == 2 {
+            store.write_then(
+                |connection, _| {
+                    connection.execute("INSERT INTO messages (id) VALUES (1)", [])?;
+                    Ok(0)
+                },
+                move |result| tx.send((i, result.map(|_| 0))).unwrap(),
+            );
+        } else {
+            store.save_message_then(message("s", "user", &format!("{i}")), move |result| {
+                tx.send((i, result.map(|m| m.id))).unwrap()
+            });
+        }
+    }
+    release.send(()).unwrap();
+    let mut results: Vec<_> = (0..5).map(|_| rx.recv().unwrap()).collect();
+    results.sort_by_key(|r| r.0);
+    for (i, result) in results {
+        assert_eq!(result.is_ok(), i != 2, "{i}: {result:?}");
+    }
+    let page = store
+        .chat_history(&history("s", 10, None, "oldest"))
+        .unwrap();
+    assert_eq!(page.messages.len(), 4);
+}
+
+#[test]
+fn a_panicking_write_is_an_error_not_a_dead_writer() {
+    let dir = TempDir::new("panic");
+    let store = store(&dir);
+    let (tx, rx) = std::sync::mpsc::channel();
+    store.write_then(
+        |_, _| -> Result<(), StoreError> { panic!("bug in a write") },
+        move |r| tx.send(r).unwrap(),
+    );
+    let error = rx.recv().unwrap().unwrap_err();
+    assert!(error.to_string().contains("bug in a write"));
+    store
+        .save_message(message("s", "user", "still works"))
+        .unwrap();
+}
+
+// ---- documents and search ----------------------------------------------
+
+const FOXES: &str = "Foxes are small omnivorous mammals. They have a bushy tail and pointed ears. \
+    The red fox is the largest of the true foxes. Foxes live on every continent except Antarctica.";
+const BREAD: &str = "Bread is made from flour, water and yeast. The dough is kneaded and left to rise. \
+    Sourdough bread uses a starter instead of commercial yeast. Bake it in a hot oven.";
+
+#[test]
+fn documents_are_chunked_embedded_and_found_with_their_source() {
+    let dir = TempDir::new("rag");
+    let options = StoreOptions {
+        chunking: ChunkConfig {
+            max_bytes: 90,
+            overlap_bytes: 40,
+        },
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options).unwrap();
+    let embedder = FakeEmbedder::new(256);
+    let foxes = store
+        .add_document(
+            document("kb", FOXES, Some("https://a/foxes")),
+            &embedder,
+            &|| false,
+        )
+        .unwrap();
+    assert!(foxes.chunks > 1 && !foxes.replaced);
+    store
+        .add_document(
+            document("kb", BREAD, Some("https://a/bread")),
+            &embedder,
+            &|| false,
+        )
+        .unwrap();
+
+    let results = store
+        .rag_query(&query("kb", "sourdough starter yeast", 3), &embedder, None)
+        .unwrap();
+    let top = &results.hits[0];
+    assert!(top.text.contains("starter"), "{top:?}");
+    assert_eq!(top.url.as_deref(), Some("https://a/bread"));
+    assert_eq!(top.title.as_deref(), Some("A title"));
+    assert_eq!(top.metadata, Some(json!({"lang": "en"})));
+    assert_eq!(&BREAD[top.start..top.end], top.text);
+    assert!(top.score > 0.0 && top.score <= 1.0);
+    assert!(results.hits.windows(2).all(|w| w[0].score >= w[1].score));
+
+    // min_score drops weak hits.
+    let mut strict = query("kb", "red fox tail", 10);
+    strict.min_score = Some(0.3);
+    let hits = store.rag_query(&strict, &embedder, None).unwrap().hits;
+    assert!(!hits.is_empty() && hits.iter().all(|h| h.similarity >= 0.3));
+    assert!(
+        hits.iter()
+            .all(|h| h.url.as_deref() == Some("https://a/foxes"))
+    );
+
+    let listed = store.list_collections().unwrap().collections;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].documents, 2);
+    assert_eq!(listed[0].model.as_deref(), Some("fake-bag-of-words"));
+}
+
+#[test]
+fn re_adding_a_url_replaces_and_deletes_keep_search_in_step() {
+    let dir = TempDir::new("replace");
+    let store = store(&dir);
+    let embedder = FakeEmbedder::new(64);
+    let first = store
+        .add_document(
+            document("kb", "Old text about llamas.", Some("u")),
+            &embedder,
+            &|| false,
+        )
+        .unwrap();
+    // Query once so the vectors are cached, then change the collection.
+    assert_eq!(
+        store
+            .rag_query(&query("kb", "llamas", 5), &embedder, None)
+            .unwrap()
+            .hits
+            .len(),
+        1
+    );
+    let second = store
+        .add_document(
+            document("kb", "New text about alpacas.", Some("u")),
+            &embedder,
+            &|| false,
+        )
+        .unwrap();
+    assert!(second.replaced && second.document_id != first.document_id);
+    let hits = store
+        .rag_query(&query("kb", "llamas alpacas", 5), &embedder, None)
+        .unwrap()
+        .hits;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(hits[0].text.contains("alpacas"));
+    assert_eq!(store.list_collections().unwrap().collections[0].chunks, 1);
+
+    let other = store
+        .add_document(
+            document("kb", "Guanacos are wild.", None),
+            &embedder,
+            &|| false,
+        )
+        .unwrap();
+    store.delete_document("kb", second.document_id).unwrap();
+    let hits = store
+        .rag_query(&query("kb", "alpacas guanacos", 5), &embedder, None)
+        .unwrap()
+        .hits;
+    assert_eq!(
+        hits.iter().map(|h| h.document_id).collect::<Vec<_>>(),
+        [other.document_id]
+    );
+    let missing = store.delete_document("kb", second.document_id).unwrap_err();
+    assert_eq!(ApiError::from(missing).status, 404);
+
+    // The keyword index follows deletes too.
+    let fts: i64 = Connection::open(store.path())
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'alpacas'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(fts, 0);
+
+    let cleared = store.clear_collection("kb").unwrap();
+    assert_eq!(cleared.documents_removed, 1);
+    let gone = store
+        .rag_query(&query("kb", "guanacos", 5), &embedder, None)
+        .unwrap_err();
+    assert_eq!(ApiError::from(gone).status, 404);
+    assert!(store.list_collections().unwrap().collections.is_empty());
+    assert_eq!(
+        ApiError::from(store.clear_collection("kb").unwrap_err()).status,
+        404
+    );
+}
+
+#[test]
+fn a_second_process_sees_changes_through_the_version() {
+    let dir = TempDir::new("two");
+    let (a, b) = (store(&dir), store(&dir));
+    let embedder = FakeEmbedder::new(64);
+    a.add_document(
+        document("kb", "Apples are red.", Some("1")),
+        &embedder,
+        &|| false,
+    )
+    .unwrap();
+    assert_eq!(
+        b.rag_query(&query("kb", "apples", 5), &embedder, None)
+            .unwrap()
+            .hits
+            .len(),
+        1
+    );
+    a.add_document(
+        document("kb", "Pears are green.", Some("2")),
+        &embedder,
+        &|| false,
+    )
+    .unwrap();
+    let hits = b
+        .rag_query(&query("kb", "pears", 5), &embedder, None)
+        .unwrap()
+        .hits;
+    assert!(
+        hits.iter().any(|h| h.text.contains("Pears")),
+        "b reloaded: {hits:?}"
+    );
+}
+
+#[test]
+fn another_model_is_a_conflict_and_cancel_stores_nothing() {
+    let dir = TempDir::new("model");
+    let store = store(&dir);
+    let embedder = FakeEmbedder::new(64);
+    store
+        .add_document(document("kb", "Text.", None), &embedder, &|| false)
+        .unwrap();
+    let mut other = FakeEmbedder::new(32);
+    other.model = "another-model".into();
+    let error = store
+        .add_document(document("kb", "More.", None), &other, &|| false)
+        .unwrap_err();
+    assert!(error.to_string().contains("fake-bag-of-words"), "{error}");
+    assert_eq!(ApiError::from(error).status, 409);
+    let error = store
+        .rag_query(&query("kb", "text", 5), &other, None)
+        .unwrap_err();
+    assert_eq!(ApiError::from(error).status, 409);
+    assert_eq!(
+        other.calls.load(Ordering::Relaxed),
+        0,
+        "refused before embedding"
+    );
+
+    let cancelled = store
+        .add_document(
+            document("kb", &"Sentence. ".repeat(1000), None),
+            &embedder,
+            &|| true,
+        )
+        .unwrap_err();
+    assert_eq!(cancelled, StoreError::Cancelled);
+    assert_eq!(
+        store.list_collections().unwrap().collections[0].documents,
+        1
+    );
+
+    for bad in [document("", "x", None), document("kb", "   ", None)] {
+        let error = store.add_document(bad, &embedder, &|| false).unwrap_err();
+        assert_eq!(ApiError::from(error).status, 422);
+    }
+    let mut q = query("kb", "x", 0);
+    assert_eq!(
+        ApiError::from(store.rag_query(&q, &embedder, None).unwrap_err()).status,
+        422
+    );
+    q.top_k = Some(5);
+    q.min_score = Some(7.0);
+    assert_eq!(
+        ApiError::from(store.rag_query(&q, &embedder, None).unwrap_err()).status,
+        422
+    );
+}
+
+#[test]
+fn unicode_and_very_large_documents() {
+    let dir = TempDir::new("large");
+    let store = store(&dir);
+    let embedder = FakeEmbedder::new(128);
+    // ~6 MB of mixed scripts; the needle is near the end.
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < 6 << 20 {
+        text.push_str(&format!(
+            "Paragraphe {i} : le café est chaud. 段落{i}は日本語です。 Emoji 🙂 number {i}.\n"
+        ));
+        i += 1;
+    }
+    text.push_str("Der Schlüssel liegt unter der Fußmatte neben der Tür.");
+    let added = store
+        .add_document(
+            document("big", &text, Some("https://big")),
+            &embedder,
+            &|| false,
+        )
+        .unwrap();
+    assert!(added.chunks > 5000, "{}", added.chunks);
+    let results = store
+        .rag_query(&query("big", "Schlüssel Fußmatte", 3), &embedder, None)
+        .unwrap();
+    // First by keywords; the fake embedder's vectors are too crude to rank
+    // it first by similarity too, so it shares the top with the best vector hit.
+    let hit = results.hits.iter().find(|h| h.text.contains("Fußmatte"));
+    let hit = hit.unwrap_or_else(|| panic!("{:?}", results.hits));
+    assert_eq!(&text[hit.start..hit.end], hit.text);
+    // Diacritics do not matter to the keyword index.
+    let plain = store
+        .rag_query(&query("big", "schlussel fussmatte", 3), &embedder, None)
+        .unwrap();
+    assert!(
+        plain.hits.iter().any(|h| h.text.contains("Schlüssel")),
+        "{:?}",
+        plain.hits
+    );
+
+    let japanese = store
+        .rag_query(&query("big", "段落77は日本語です", 3), &embedder, None)
+        .unwrap();
+    assert!(
+        japanese.hits.iter().any(|h| h.text.contains("段落77は")),
+        "{:?}",
+        japanese.hits
+    );
+
+    let too_big = document("big", &"x".repeat(documents::MAX_DOCUMENT_BYTES + 1), None);
+    assert_eq!(
+        ApiError::from(
+            store
+                .add_document(too_big, &embedder, &|| false)
+                .unwrap_err()
+        )
+        .status,
+        422
+    );
+}

@@ -1,0 +1,239 @@
+//! Messages larger than a data channel takes, split into `Partial` frames.
+//!
+//! A reply whose JSON envelope fits the peer's maximum message size goes as
+//! one message. A larger one is sent as frames
+//! `{"id", "response_type": "Partial", "seq": 0, 1, ..., "last": bool,
+//! "done": false, "data": "<a piece of the envelope's JSON text>"}`; the
+//! client joins the `data` strings of one id in `seq` order up to `last: true`
+//! and parses the result as the reply. A client may send a large request the
+//! same way with `"request_type": "Partial"`; the whole is limited to the
+//! session's maximum message size. Frames of one message are never
+//! interleaved with other messages on the same channel in a way that matters:
+//! each id is joined on its own.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::api::{Reply, RequestId};
+use crate::error::ApiError;
+
+/// The smallest frame this module makes, whatever the peer announces.
+pub const MIN_FRAME: usize = 1024;
+/// Messages of one request being joined at once, per session.
+const MAX_PENDING: usize = 8;
+
+/// A reply as the data channel messages that carry it, each at most `limit` bytes.
+pub fn encode(reply: &Reply, limit: usize) -> Vec<Vec<u8>> {
+    let json = reply.to_json();
+    if json.len() <= limit {
+        return vec![json];
+    }
+    // to_json() is serde_json output, always UTF-8.
+    let text = String::from_utf8(json).expect("JSON is UTF-8");
+    split(&reply.id, &text, limit)
+}
+
+/// `text` as Partial frames of at most `limit` bytes each.
+pub fn split(id: &RequestId, text: &str, limit: usize) -> Vec<Vec<u8>> {
+    // serde_json serializes a RequestId (a string, number or null) infallibly.
+    let id_json = serde_json::to_string(id).expect("id serializes");
+    // The frame around the data, with the widest seq and `last` values.
+    let overhead = format!(
+        r#"{{"id":{id_json},"response_type":"Partial","seq":{},"last":false,"done":false,"data":""}}"#,
+        u64::MAX
+    )
+    .len();
+    let budget = limit.max(MIN_FRAME).saturating_sub(overhead).max(64);
+    let mut frames = Vec::new();
+    let mut rest = text;
+    let mut seq = 0u64;
+    while !rest.is_empty() || seq == 0 {
+        let cut = piece_len(rest, budget);
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        let frame = format!(
+            r#"{{"id":{id_json},"response_type":"Partial","seq":{seq},"last":{},"done":false,"data":{}}}"#,
+            rest.is_empty(),
+            // A &str always serializes.
+            serde_json::to_string(piece).expect("string serializes")
+        );
+        frames.push(frame.into_bytes());
+        seq += 1;
+    }
+    frames
+}
+
+/// The longest prefix of `text`, cut at a char boundary, whose JSON string
+/// form (without quotes) takes at most `budget` bytes.
+fn piece_len(text: &str, budget: usize) -> usize {
+    let mut cost = 0;
+    for (at, c) in text.char_indices() {
+        cost += match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        if cost > budget {
+            // Always make progress, even with a tiny budget.
+            return if at == 0 { c.len_utf8() } else { at };
+        }
+    }
+    text.len()
+}
+
+/// One incoming Partial frame.
+#[derive(Deserialize)]
+struct Frame {
+    #[serde(default)]
+    id: RequestId,
+    request_type: String,
+    seq: u64,
+    #[serde(default)]
+    last: bool,
+    data: String,
+}
+
+/// What an incoming message amounts to.
+pub enum Incoming {
+    /// A whole request (a plain message, or the last frame joined).
+    Whole(Vec<u8>),
+    /// A frame was kept; more are to come.
+    Pending,
+    /// The frames were wrong; the error goes to the client.
+    Failed(RequestId, ApiError),
+}
+
+/// Joins incoming Partial frames per request id, within a size limit.
+#[derive(Debug, Default)]
+pub struct Joiner {
+    pending: HashMap<String, (u64, String)>,
+}
+
+impl Joiner {
+    /// Takes one data channel message.
+    pub fn push(&mut self, message: &[u8], max_bytes: usize) -> Incoming {
+        // Cheap test first: only a message naming Partial can be a frame.
+        let maybe_frame = message.windows(7).any(|w| w == b"Partial");
+        let frame = match maybe_frame.then(|| serde_json::from_slice::<Frame>(message)) {
+            Some(Ok(frame)) if frame.request_type == "Partial" => frame,
+            _ => return Incoming::Whole(message.to_vec()),
+        };
+        let key = frame.id.key();
+        if frame.seq == 0 {
+            if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&key) {
+                let detail = format!("more than {MAX_PENDING} Partial messages at once");
+                return Incoming::Failed(frame.id, ApiError::too_large(detail));
+            }
+            self.pending.insert(key.clone(), (0, String::new()));
+        }
+        let Some((next, text)) = self.pending.get_mut(&key) else {
+            let detail = format!("Partial frame {} without frame 0 before it", frame.seq);
+            return Incoming::Failed(frame.id, ApiError::bad_request(detail));
+        };
+        if frame.seq != *next {
+            let detail = format!("Partial frame {} where {} was expected", frame.seq, next);
+            self.pending.remove(&key);
+            return Incoming::Failed(frame.id, ApiError::bad_request(detail));
+        }
+        if text.len() + frame.data.len() > max_bytes {
+            self.pending.remove(&key);
+            let detail = format!(
+                "the message is larger than the {max_bytes} bytes a WebRTC session accepts"
+            );
+            return Incoming::Failed(frame.id, ApiError::too_large(detail));
+        }
+        text.push_str(&frame.data);
+        *next += 1;
+        if !frame.last {
+            return Incoming::Pending;
+        }
+        // The entry exists: it was found just above.
+        let (_, whole) = self.pending.remove(&key).expect("pending entry");
+        Incoming::Whole(whole.into_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ChatChunk, Response};
+    use serde_json::Value;
+
+    fn join(frames: &[Vec<u8>]) -> Value {
+        let mut text = String::new();
+        for (seq, frame) in frames.iter().enumerate() {
+            let frame: Value = serde_json::from_slice(frame).unwrap();
+            assert_eq!(frame["response_type"], "Partial");
+            assert_eq!(frame["seq"], seq as u64);
+            assert_eq!(frame["last"], seq + 1 == frames.len());
+            text.push_str(frame["data"].as_str().unwrap());
+        }
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn small_replies_go_whole_and_large_ones_in_frames_under_the_limit() {
+        let reply = |delta: String| Reply {
+            id: RequestId::text("r"),
+            response: Response::ChatChunk(ChatChunk { delta }),
+        };
+        assert_eq!(encode(&reply("hi".into()), 1024).len(), 1);
+        // Quotes, backslashes, newlines and multi-byte chars all cost more than one byte.
+        let tricky = "ab\"c\\d\né€😀".repeat(5000);
+        let frames = encode(&reply(tricky.clone()), 4096);
+        assert!(frames.len() > 10);
+        assert!(frames.iter().all(|f| f.len() <= 4096));
+        let whole = join(&frames);
+        assert_eq!(whole["delta"], tricky);
+        assert_eq!(whole["id"], "r");
+    }
+
+    #[test]
+    fn incoming_frames_join_and_are_checked() {
+        let text = r#"{"id":7,"request_type":"Health","pad":"Partial"}"#;
+        let frames = split(&RequestId::text("7"), text, MIN_FRAME);
+        let mut joiner = Joiner::default();
+        let frames: Vec<Vec<u8>> = frames
+            .into_iter()
+            .map(|f| {
+                String::from_utf8(f)
+                    .unwrap()
+                    .replace("response_type", "request_type")
+            })
+            .map(String::into_bytes)
+            .collect();
+        match joiner.push(&frames[0], 1 << 20) {
+            Incoming::Whole(bytes) => assert_eq!(bytes, text.as_bytes()),
+            _ => panic!("one frame is the whole message"),
+        }
+        // A plain message that mentions Partial is still a plain message.
+        assert!(matches!(
+            joiner.push(text.as_bytes(), 1 << 20),
+            Incoming::Whole(_)
+        ));
+
+        let frame = |seq: u64, last: bool, data: &str| {
+            format!(
+                r#"{{"id":"x","request_type":"Partial","seq":{seq},"last":{last},"data":"{data}"}}"#
+            )
+        };
+        assert!(matches!(
+            joiner.push(frame(0, false, "ab").as_bytes(), 10),
+            Incoming::Pending
+        ));
+        assert!(
+            matches!(joiner.push(frame(2, true, "c").as_bytes(), 10), Incoming::Failed(_, e) if e.status == 400)
+        );
+        assert!(matches!(
+            joiner.push(frame(0, false, "abcdef").as_bytes(), 10),
+            Incoming::Pending
+        ));
+        assert!(
+            matches!(joiner.push(frame(1, true, "abcdef").as_bytes(), 10), Incoming::Failed(_, e) if e.status == 413)
+        );
+        assert!(
+            matches!(joiner.push(frame(1, true, "x").as_bytes(), 10), Incoming::Failed(_, e) if e.status == 400)
+        );
+    }
+}

@@ -1,0 +1,741 @@
+//! GGUF chat and the model lifecycle against the real binary and real
+//! llama.cpp: most tests on a tiny random-weight GGUF made by
+//! `tests/fixtures/make_tiny_gguf.py` (milliseconds per request), the ones
+//! that need a generation slow enough to interrupt on Gemma 3 270M, found in
+//! `$TABAGENT_TEST_MODELS` (`make test` sets it; without it they are skipped
+//! with a loud message).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::{HttpServer, NativeHost, TempDir, http};
+
+const GEMMA: &str = "gemma-3-270m-q4_k_m";
+
+/// The tiny GGUF, built once per test run.
+fn tiny_gguf() -> &'static Path {
+    static TINY: OnceLock<PathBuf> = OnceLock::new();
+    TINY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tabagent-tiny-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("tiny.gguf");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/make_tiny_gguf.py");
+        let status = Command::new("python3").arg(script).arg(&out).status().unwrap();
+        assert!(
+            status.success(),
+            "make_tiny_gguf.py failed: install its deps with python3 -m pip install 'gguf==0.19.*' numpy"
+        );
+        out
+    })
+}
+
+/// The real models dir, or None (with a loud message) outside `make test`.
+fn real_models(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("TABAGENT_TEST_MODELS") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            assert!(
+                dir.join(format!("{GEMMA}.gguf")).is_file(),
+                "{GEMMA}.gguf is not in TABAGENT_TEST_MODELS={} (run make models)",
+                dir.display()
+            );
+            Some(dir)
+        }
+        None => {
+            eprintln!(
+                "\n*** SKIPPED {test}: set TABAGENT_TEST_MODELS to the models dir (make test does) ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// A models dir holding the tiny model under each of `names`.
+fn tiny_models(names: &[&str]) -> TempDir {
+    let dir = TempDir::new("models");
+    for name in names {
+        std::fs::copy(tiny_gguf(), dir.path().join(format!("{name}.gguf"))).unwrap();
+    }
+    dir
+}
+
+/// A models dir with a link to the real Gemma (and the tiny model).
+fn gemma_models(real: &Path) -> TempDir {
+    let dir = tiny_models(&["tiny"]);
+    let name = format!("{GEMMA}.gguf");
+    std::os::unix::fs::symlink(real.join(&name), dir.path().join(&name)).unwrap();
+    dir
+}
+
+fn http_server(models: &TempDir, env: &[(&str, &str)]) -> HttpServer {
+    let models = models.path().to_path_buf();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    HttpServer::start_with(TempDir::new("data"), move |command| {
+        command.env("TABAGENT_MODELS_DIR", &models);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+    })
+}
+
+fn native_host(models: &TempDir) -> NativeHost {
+    let models = models.path().to_path_buf();
+    NativeHost::start_with(TempDir::new("data"), move |command| {
+        command.env("TABAGENT_MODELS_DIR", &models);
+    })
+}
+
+fn user(text: &str) -> Value {
+    json!([{"role": "user", "content": text}])
+}
+
+/// Chunks' deltas and the final reply of a native request.
+fn split(frames: Vec<Value>) -> (Vec<String>, Value) {
+    let mut frames = frames;
+    let last = frames.pop().unwrap();
+    let deltas = frames
+        .iter()
+        .filter(|f| f["response_type"] == "ChatChunk")
+        .map(|f| f["delta"].as_str().unwrap().to_string())
+        .collect();
+    (deltas, last)
+}
+
+#[test]
+fn chat_streams_token_by_token_over_native_messaging() {
+    let models = tiny_models(&["tiny"]);
+    let mut host = native_host(&models);
+    host.send(&json!({"id": 1, "request_type": "Chat", "model": "tiny",
+        "messages": user("hello"), "max_tokens": 12, "seed": 3}));
+    let (deltas, done) = split(host.recv_until_done(&json!(1)));
+    assert_eq!(done["response_type"], "ChatComplete", "{done}");
+    assert!(deltas.len() >= 2, "several chunks: {deltas:?}");
+    assert_eq!(deltas.concat(), done["text"].as_str().unwrap());
+    let usage = &done["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 3);
+    assert!((1..=12).contains(&usage["completion_tokens"].as_u64().unwrap()));
+    assert!(["stop", "length"].contains(&done["finish_reason"].as_str().unwrap()));
+    assert_eq!(done["model"], "tiny");
+}
+
+#[test]
+fn chat_streams_as_sse_over_http_and_answers_once_when_not_streaming() {
+    let models = tiny_models(&["tiny"]);
+    let server = http_server(&models, &[]);
+    let reply = server.post(
+        "/api/chat",
+        &json!({"model": "tiny", "messages": user("hi"), "max_tokens": 8}),
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+    let events: Vec<Value> = reply
+        .events()
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let (deltas, done) = split(events);
+    assert!(!deltas.is_empty());
+    assert_eq!(deltas.concat(), done["text"].as_str().unwrap());
+    let once = server.post(
+        "/api/chat",
+        &json!({"model": "tiny", "messages": user("hi"), "max_tokens": 8, "stream": false}),
+    );
+    assert_eq!(once.json()["response_type"], "ChatComplete");
+}
+
+#[test]
+fn a_seed_repeats_a_generation_and_stop_sequences_cut_it() {
+    let models = tiny_models(&["tiny"]);
+    let server = http_server(&models, &[]);
+    let generate = |extra: Value| {
+        let mut body = json!({"model": "tiny", "prompt": "the page", "max_tokens": 40,
+            "seed": 11, "temperature": 0.9, "stream": false});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        server.post("/api/generate", &body).json()
+    };
+    let first = generate(json!({}));
+    let second = generate(json!({}));
+    let text = first["text"].as_str().unwrap().to_string();
+    assert_eq!(
+        text,
+        second["text"].as_str().unwrap(),
+        "same seed, same text"
+    );
+    // Cut at a piece from the middle: everything before it, none of it.
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() > 8, "{text:?}");
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let cut = generate(json!({"stop": [stop.clone()]}));
+    let expected = &text[..text.find(&stop).unwrap()];
+    assert_eq!(cut["text"].as_str().unwrap(), expected);
+    assert_eq!(cut["finish_reason"], "stop");
+}
+
+#[test]
+fn a_follow_up_turn_reuses_the_cached_prefix() {
+    let models = tiny_models(&["tiny"]);
+    let mut host = native_host(&models);
+    let first = host.request(json!({"id": "t1", "request_type": "Chat", "model": "tiny",
+        "messages": user("hello there"), "max_tokens": 6, "seed": 1, "stream": false}));
+    let prompt = first["usage"]["prompt_tokens"].as_u64().unwrap();
+    let reply = first["text"].as_str().unwrap();
+    let follow = host.request(json!({"id": "t2", "request_type": "Chat", "model": "tiny",
+        "messages": [{"role": "user", "content": "hello there"},
+                     {"role": "assistant", "content": reply},
+                     {"role": "user", "content": "and then"}],
+        "max_tokens": 6, "stream": false}));
+    let cached = follow["usage"]["cached_tokens"].as_u64().unwrap();
+    assert!(
+        cached >= prompt - 1,
+        "reused {cached} of the first prompt's {prompt} tokens"
+    );
+    assert!(cached < follow["usage"]["prompt_tokens"].as_u64().unwrap());
+}
+
+#[test]
+fn stop_generation_cancels_and_says_so() {
+    let models = tiny_models(&["tiny"]);
+    let mut host = native_host(&models);
+    // Both frames in one write: the stop lands before the job can finish.
+    let chat = json!({"id": "c", "request_type": "Chat", "model": "tiny",
+        "messages": user("hello"), "max_tokens": 400});
+    let stop = json!({"id": "s", "request_type": "StopGeneration", "target_id": "c"});
+    let mut bytes = util_frame(&chat);
+    bytes.extend(util_frame(&stop));
+    host.send_raw(&bytes);
+    let mut done = None;
+    let mut stopped = None;
+    while done.is_none() || stopped.is_none() {
+        let frame = host.recv();
+        if frame["id"] == "c" && frame["done"] == true {
+            done = Some(frame);
+        } else if frame["id"] == "s" {
+            stopped = Some(frame);
+        }
+    }
+    let (done, stopped) = (done.unwrap(), stopped.unwrap());
+    assert_eq!(stopped["response_type"], "Stopped");
+    assert_eq!(done["finish_reason"], "cancelled", "{done}");
+    assert!(done["usage"]["completion_tokens"].as_u64().unwrap() < 400);
+}
+
+fn util_frame(value: &Value) -> Vec<u8> {
+    crate::util::frame(value.to_string().as_bytes())
+}
+
+#[test]
+fn unknown_models_are_404_and_wrong_settings_422() {
+    let models = tiny_models(&["tiny"]);
+    let server = http_server(&models, &[]);
+    let reply = server.post(
+        "/api/chat",
+        &json!({"model": "nope", "messages": user("x")}),
+    );
+    assert_eq!(reply.status, 404);
+    assert!(reply.json()["detail"].as_str().unwrap().contains("nope"));
+    let reply = server.post(
+        "/api/chat",
+        &json!({"model": "../tiny", "messages": user("x")}),
+    );
+    assert_eq!(reply.status, 404);
+    let reply = server.post(
+        "/api/chat",
+        &json!({"model": "tiny", "messages": user("x"), "top_p": 2}),
+    );
+    assert_eq!(reply.status, 422);
+    let reply = server.post("/api/chat", &json!({"model": "tiny", "messages": []}));
+    assert_eq!(reply.status, 422);
+    let empty = TempDir::new("nomodels");
+    let bare = http_server(&empty, &[]);
+    let reply = bare.post("/api/chat", &json!({"messages": user("x")}));
+    assert_eq!(reply.status, 404, "no chat model at all");
+}
+
+#[test]
+fn a_model_over_the_memory_budget_is_refused_with_507() {
+    let models = tiny_models(&["tiny"]);
+    let server = http_server(&models, &[("TABAGENT_MEMORY_BUDGET", "1000000")]);
+    let reply = server.post(
+        "/api/chat",
+        &json!({"model": "tiny", "messages": user("x")}),
+    );
+    assert_eq!(
+        reply.status,
+        507,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert!(reply.json()["detail"].as_str().unwrap().contains("budget"));
+    let check = server.get("/api/models/tiny/compatibility").json();
+    assert_eq!(check["compatible"], false);
+    let estimate = server
+        .get("/api/models/tiny/memory?context_size=256")
+        .json();
+    assert_eq!(estimate["context_size"], 256);
+    let sum = ["weights_bytes", "kv_cache_bytes", "overhead_bytes"]
+        .iter()
+        .map(|k| estimate[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(estimate["total_bytes"].as_u64().unwrap(), sum);
+    assert!(estimate["kv_cache_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(server.get("/api/loaded").json()["models"], json!([]));
+}
+
+#[test]
+fn least_recently_used_models_are_evicted_to_make_room() {
+    let models = tiny_models(&["a", "b"]);
+    let server = http_server(&models, &[]);
+    let need = server.get("/api/models/a/memory").json()["total_bytes"]
+        .as_u64()
+        .unwrap();
+    drop(server);
+    // Room for one model, not two.
+    let budget = (need * 3 / 2).to_string();
+    let server = http_server(&models, &[("TABAGENT_MEMORY_BUDGET", &budget)]);
+    assert_eq!(server.post("/api/models/a/load", &json!({})).status, 200);
+    let reply = server.post("/api/models/b/load", &json!({}));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let loaded = server.get("/api/loaded").json();
+    let ids: Vec<&str> = loaded["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["b"]);
+}
+
+#[test]
+fn corrupt_and_truncated_files_are_clear_errors_not_crashes() {
+    let models = tiny_models(&["tiny"]);
+    let whole = std::fs::read(tiny_gguf()).unwrap();
+    std::fs::write(models.path().join("cut.gguf"), &whole[..whole.len() / 2]).unwrap();
+    std::fs::write(
+        models.path().join("junk.gguf"),
+        b"this is not a model, just text",
+    )
+    .unwrap();
+    let mut header_only = whole[..64].to_vec();
+    header_only.extend_from_slice(&[0xff; 64]);
+    std::fs::write(models.path().join("mangled.gguf"), header_only).unwrap();
+    let server = http_server(&models, &[]);
+    for (id, says) in [
+        ("cut", "truncated"),
+        ("junk", "not a GGUF"),
+        ("mangled", "corrupt"),
+    ] {
+        let reply = server.post("/api/chat", &json!({"model": id, "messages": user("x")}));
+        assert_eq!(
+            reply.status,
+            422,
+            "{id}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let detail = reply.json()["detail"].as_str().unwrap().to_string();
+        assert!(detail.contains(says), "{id}: {detail}");
+        assert_eq!(server.get(&format!("/api/models/{id}")).status, 422);
+    }
+    assert_eq!(server.get("/health").status, 200);
+    let ok = server.post(
+        "/api/chat",
+        &json!({"model": "tiny", "messages": user("x"), "max_tokens": 2}),
+    );
+    assert_eq!(ok.status, 200);
+}
+
+#[test]
+fn lifecycle_load_info_select_and_unload() {
+    let models = tiny_models(&["tiny", "other"]);
+    let server = http_server(&models, &[]);
+    let info = server.get("/api/models/tiny").json();
+    assert_eq!(info["architecture"], "llama");
+    assert_eq!(info["has_chat_template"], true);
+    assert_eq!(info["chat_template"], "embedded");
+    assert_eq!(info["quantization"], "F32");
+    assert!(info["parameter_count"].as_u64().unwrap() > 100_000);
+    assert_eq!(info["context_length"], 512);
+    let loaded = server
+        .post(
+            "/api/models/tiny/load",
+            &json!({"context_size": 256, "threads": 1}),
+        )
+        .json();
+    assert_eq!(
+        (loaded["model"].clone(), loaded["context_size"].clone()),
+        (json!("tiny"), json!(256))
+    );
+    let list = server.get("/api/models").json();
+    let tiny = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "tiny")
+        .unwrap()
+        .clone();
+    assert_eq!(tiny["loaded"], true);
+    // The selection decides which model a request without one uses, and
+    // survives a restart.
+    let selected = http(
+        server.addr,
+        "PUT",
+        "/api/selection",
+        &[],
+        Some(br#"{"task":"chat","model":"other"}"#),
+    );
+    assert_eq!(selected.json()["chat"], "other");
+    let data = server.data.path().to_path_buf();
+    let chat = server.post(
+        "/api/chat",
+        &json!({"messages": user("x"), "max_tokens": 1, "stream": false}),
+    );
+    assert_eq!(chat.json()["model"], "other");
+    assert_eq!(
+        server.post("/api/models/tiny/unload", &json!({})).status,
+        200
+    );
+    let ids: Vec<String> = server.get("/api/loaded").json()["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["other"]);
+    let models_path = models.path().to_path_buf();
+    let copy = TempDir::new("data-copy");
+    std::fs::copy(
+        data.join("selection.json"),
+        copy.path().join("selection.json"),
+    )
+    .unwrap();
+    drop(server);
+    let again = HttpServer::start_with(copy, move |c| {
+        c.env("TABAGENT_MODELS_DIR", &models_path);
+    });
+    let chat = again.post(
+        "/api/chat",
+        &json!({"messages": user("x"), "max_tokens": 1, "stream": false}),
+    );
+    assert_eq!(chat.json()["model"], "other");
+}
+
+#[test]
+fn idle_models_unload_after_the_keep_alive_and_polling_does_not_count() {
+    let models = tiny_models(&["tiny"]);
+    let server = http_server(&models, &[("TABAGENT_KEEP_ALIVE", "1")]);
+    assert_eq!(server.post("/api/models/tiny/load", &json!({})).status, 200);
+    let started = Instant::now();
+    loop {
+        // Polling all the while: Health and ListLoadedModels never keep a model.
+        assert_eq!(server.get("/health").status, 200);
+        let loaded = server.get("/api/loaded").json();
+        if loaded["models"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still loaded: {loaded}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[test]
+fn tokenize_and_detokenize_round_trip() {
+    let models = tiny_models(&["tiny"]);
+    let server = http_server(&models, &[]);
+    let tokens = server
+        .post(
+            "/tokenize",
+            &json!({"model": "tiny", "content": "hello world"}),
+        )
+        .json();
+    let ids = tokens["tokens"].as_array().unwrap().clone();
+    assert!(!ids.is_empty(), "{tokens}");
+    let text = server
+        .post("/detokenize", &json!({"model": "tiny", "tokens": ids}))
+        .json();
+    assert_eq!(text, json!({"content": "hello world"}));
+    let with_bos = server
+        .post(
+            "/api/tokenize",
+            &json!({"model": "tiny", "content": "hello world", "add_special": true}),
+        )
+        .json();
+    assert_eq!(with_bos["tokens"].as_array().unwrap().len(), ids.len() + 1);
+    let bad = server.post(
+        "/detokenize",
+        &json!({"model": "tiny", "tokens": [99999999]}),
+    );
+    assert_eq!(bad.status, 422);
+}
+
+#[test]
+fn openai_routes_speak_openai() {
+    let models = tiny_models(&["tiny"]);
+    let server = http_server(&models, &[]);
+    let chat = server
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "tiny", "messages": user("hi"), "max_tokens": 4}),
+        )
+        .json();
+    assert_eq!(chat["object"], "chat.completion");
+    assert_eq!(chat["choices"][0]["message"]["role"], "assistant");
+    assert!(chat["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    let stream = server.post(
+        "/v1/chat/completions",
+        &json!({"model": "tiny", "messages": user("hi"), "max_tokens": 4, "stream": true}),
+    );
+    let events = stream.events();
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let first: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(first["object"], "chat.completion.chunk");
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert!(last["choices"][0]["finish_reason"].is_string());
+    let completion = server
+        .post(
+            "/v1/completions",
+            &json!({"model": "tiny", "prompt": "the", "max_tokens": 3}),
+        )
+        .json();
+    assert_eq!(completion["object"], "text_completion");
+    let missing = server.post(
+        "/v1/chat/completions",
+        &json!({"model": "gpt-4", "messages": user("hi")}),
+    );
+    assert_eq!(missing.status, 404);
+    assert!(missing.json()["error"]["message"].is_string());
+}
+
+/// The official `openai` Python client against /v1 (`pip install openai`).
+#[test]
+fn the_official_openai_python_client_works() {
+    let have_client = Command::new("python3")
+        .args(["-c", "import openai"])
+        .status()
+        .unwrap()
+        .success();
+    if !have_client {
+        assert!(
+            std::env::var_os("TABAGENT_TEST_MODELS").is_none(),
+            "the openai Python package is missing: python3 -m pip install openai"
+        );
+        eprintln!(
+            "\n*** SKIPPED the_official_openai_python_client_works: python3 -m pip install openai ***\n"
+        );
+        return;
+    }
+    let models = tiny_models(&["tiny"]);
+    let server = http_server(&models, &[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .arg(server.url("/v1"))
+        .arg("tiny")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "openai_client.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+// ---- on the real Gemma 3 270M ----
+
+#[test]
+fn gemma_has_no_template_and_gets_the_gemma_fallback() {
+    let Some(real) = real_models("gemma_has_no_template_and_gets_the_gemma_fallback") else {
+        return;
+    };
+    let models = gemma_models(&real);
+    let server = http_server(&models, &[]);
+    let info = server.get(&format!("/api/models/{GEMMA}")).json();
+    assert_eq!(info["architecture"], "gemma3");
+    assert_eq!(
+        (
+            info["has_chat_template"].clone(),
+            info["chat_template"].clone()
+        ),
+        (json!(false), json!("gemma"))
+    );
+    assert_eq!(info["quantization"], "Q4_K_M");
+    let chat = server.post(
+        "/api/chat",
+        &json!({"model": GEMMA, "messages": user("Name a colour."), "max_tokens": 16, "temperature": 0, "stream": false}),
+    );
+    let chat = chat.json();
+    assert_eq!(chat["response_type"], "ChatComplete", "{chat}");
+    assert!(!chat["text"].as_str().unwrap().trim().is_empty());
+}
+
+#[test]
+fn gemma_stop_generation_mid_stream_within_a_token() {
+    let Some(real) = real_models("gemma_stop_generation_mid_stream_within_a_token") else {
+        return;
+    };
+    let models = gemma_models(&real);
+    let mut host = native_host(&models);
+    host.send(&json!({"id": "g", "request_type": "Chat", "model": GEMMA,
+        "messages": user("Tell me a long story."), "max_tokens": 400, "temperature": 0.7}));
+    let mut chunks = 0;
+    while chunks < 3 {
+        let frame = host.recv_within(Duration::from_secs(60));
+        assert_eq!(frame["response_type"], "ChatChunk", "{frame}");
+        chunks += 1;
+    }
+    host.send(&json!({"id": "s", "request_type": "StopGeneration", "target_id": "g"}));
+    let mut after_stop = 0;
+    let done = loop {
+        let frame = host.recv();
+        if frame["id"] == "s" {
+            assert_eq!(frame["state"], "stopping");
+            after_stop = 0;
+            continue;
+        }
+        if frame["done"] == true {
+            break frame;
+        }
+        after_stop += 1;
+    };
+    assert_eq!(done["finish_reason"], "cancelled");
+    assert!(
+        after_stop <= 2,
+        "{after_stop} chunks after the stop was acknowledged"
+    );
+    assert!(done["usage"]["completion_tokens"].as_u64().unwrap() < 100);
+}
+
+/// Reads an SSE response until the first `data:` event, then hangs up.
+fn start_stream_and_hang_up(server: &HttpServer, body: &Value) {
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    let body = body.to_string();
+    write!(
+        stream,
+        "POST /api/chat HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        server.addr,
+        body.len()
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("data: ") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(stream);
+}
+
+#[test]
+fn gemma_client_disconnect_stops_the_generation() {
+    let Some(real) = real_models("gemma_client_disconnect_stops_the_generation") else {
+        return;
+    };
+    let models = gemma_models(&real);
+    let server = http_server(&models, &[]);
+    start_stream_and_hang_up(
+        &server,
+        &json!({"id": "gone", "model": GEMMA, "messages": user("Tell me a long story."), "max_tokens": 1000}),
+    );
+    // 1000 tokens take well over ten seconds; a stopped job ends at once.
+    let started = Instant::now();
+    loop {
+        let state = server.get("/api/generations/gone").json()["state"].clone();
+        if state == "unknown" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "still {state} after the client left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn gemma_a_full_queue_answers_503_with_retry_after() {
+    let Some(real) = real_models("gemma_a_full_queue_answers_503_with_retry_after") else {
+        return;
+    };
+    let models = gemma_models(&real);
+    let server = http_server(&models, &[("TABAGENT_QUEUE_CAPACITY", "1")]);
+    let addr = server.addr;
+    let long = std::thread::spawn(move || {
+        let body = json!({"id": "long", "model": GEMMA, "messages": user("Tell me a long story."), "max_tokens": 300});
+        http(
+            addr,
+            "POST",
+            "/api/chat",
+            &[],
+            Some(body.to_string().as_bytes()),
+        )
+    });
+    let started = Instant::now();
+    while server.get("/api/generations/long").json()["state"] != "running" {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let refused = server.post(
+        "/api/chat",
+        &json!({"model": GEMMA, "messages": user("hi")}),
+    );
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    server.post("/api/generations/long/stop", &json!({}));
+    assert_eq!(long.join().unwrap().status, 200);
+}
+
+#[test]
+fn gemma_health_says_loading_while_a_model_loads() {
+    let Some(real) = real_models("gemma_health_says_loading_while_a_model_loads") else {
+        return;
+    };
+    let models = gemma_models(&real);
+    let server = http_server(&models, &[]);
+    let addr = server.addr;
+    let load = std::thread::spawn(move || {
+        http(
+            addr,
+            "POST",
+            &format!("/api/models/{GEMMA}/load"),
+            &[],
+            Some(b"{}"),
+        )
+    });
+    let mut saw_loading = false;
+    while !load.is_finished() {
+        let health = server.get("/health");
+        if health.status == 503 {
+            assert_eq!(health.json()["status"], "loading");
+            saw_loading = true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(load.join().unwrap().status, 200);
+    assert!(saw_loading, "/health never said loading");
+    assert_eq!(server.get("/health").json()["status"], "ok");
+}

@@ -1,0 +1,484 @@
+//! PullModel, DeleteModel, the catalog and `tabagent pull` against the real
+//! binary, downloading from a small HTTP server on 127.0.0.1 that this module
+//! runs (Range and If-Range support, and a mode that drops the connection
+//! halfway through the first download).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::util::{HttpServer, NativeHost, TempDir, command, http};
+
+/// A file server for one test.
+struct FileServer {
+    addr: SocketAddr,
+    /// The `Range` header of every request, in order (None when absent).
+    ranges: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl FileServer {
+    /// Serves `files` by path; with `cut_first_at`, the first full download
+    /// stops after that many bytes and the connection is dropped.
+    fn start(files: HashMap<&'static str, Vec<u8>>, cut_first_at: Option<usize>) -> FileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ranges = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&ranges);
+        let files = Arc::new(files);
+        let cut = Arc::new(Mutex::new(cut_first_at));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (files, log, cut) = (Arc::clone(&files), Arc::clone(&log), Arc::clone(&cut));
+                std::thread::spawn(move || serve_one(stream, &files, &log, &cut));
+            }
+        });
+        FileServer { addr, ranges }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn ranges(&self) -> Vec<Option<String>> {
+        self.ranges.lock().unwrap().clone()
+    }
+}
+
+fn serve_one(
+    mut stream: TcpStream,
+    files: &HashMap<&'static str, Vec<u8>>,
+    log: &Mutex<Vec<Option<String>>>,
+    cut: &Mutex<Option<usize>>,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut first = String::new();
+    if reader.read_line(&mut first).is_err() {
+        return;
+    }
+    let path = first.split(' ').nth(1).unwrap_or("/").to_string();
+    let mut range = None;
+    let mut if_range = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap_or(("", ""));
+        match name.to_ascii_lowercase().as_str() {
+            "range" => range = Some(value.trim().to_string()),
+            "if-range" => if_range = Some(value.trim().to_string()),
+            _ => {}
+        }
+    }
+    log.lock().unwrap().push(range.clone());
+    let Some(body) = files.get(path.as_str()) else {
+        let _ = stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+    };
+    let etag = "\"v1\"";
+    let start = range
+        .as_deref()
+        .filter(|_| if_range.as_deref().is_none_or(|v| v == etag))
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|r| r.parse::<usize>().ok());
+    let head = match start {
+        Some(start) if start >= body.len() => {
+            let head = format!(
+                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            return;
+        }
+        Some(start) => format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
+            body.len() - 1,
+            body.len(),
+            body.len() - start
+        ),
+        None => format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: {etag}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
+            body.len()
+        ),
+    };
+    let from = start.unwrap_or(0);
+    // Only the first full download is cut short.
+    let until = match start {
+        None => cut.lock().unwrap().take().unwrap_or(body.len()),
+        Some(_) => body.len(),
+    };
+    let _ = stream.write_all(head.as_bytes());
+    for chunk in body[from..until].chunks(64 * 1024) {
+        if stream.write_all(chunk).is_err() {
+            return;
+        }
+    }
+    let _ = stream.flush();
+    // Dropping the stream closes the connection (early, when cut).
+}
+
+/// "GGUF" and then `len - 4` bytes that do not repeat soon.
+fn fake_gguf(len: usize) -> Vec<u8> {
+    let mut out = b"GGUF".to_vec();
+    let mut x: u32 = 12345;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out.push(x as u8);
+    }
+    out
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn native_host(models: &Path) -> NativeHost {
+    let models = models.to_path_buf();
+    NativeHost::start_with(TempDir::new("data"), move |c| {
+        c.env("TABAGENT_MODELS_DIR", &models);
+    })
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn a_pull_over_native_messaging_streams_progress_and_places_the_file() {
+    let body = fake_gguf(3 << 20);
+    let server = FileServer::start(HashMap::from([("/files/tiny.gguf", body.clone())]), None);
+    let models = TempDir::new("models");
+    let mut host = native_host(models.path());
+    let id = json!("pull-1");
+    host.send(&json!({"id": id, "request_type": "PullModel", "url": server.url("/files/tiny.gguf"), "sha256": sha256_hex(&body)}));
+    let frames = host.recv_until_done(&id);
+    let (last, chunks) = frames.split_last().unwrap();
+    assert_eq!(last["response_type"], "PullComplete", "{last}");
+    assert_eq!(last["model"], "tiny");
+    assert_eq!(last["size_bytes"], body.len());
+    assert_eq!(last["sha256"], sha256_hex(&body));
+    let progress: Vec<u64> = chunks
+        .iter()
+        .filter(|f| f["response_type"] == "PullProgress")
+        .map(|f| {
+            assert_eq!(f["done"], false);
+            assert_eq!(f["total_bytes"], body.len());
+            f["downloaded_bytes"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(
+        progress.len() >= 10 && progress.len() <= 110,
+        "throttled to ~1%: {} chunks",
+        progress.len()
+    );
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert_eq!(progress.first(), Some(&0));
+    assert_eq!(progress.last(), Some(&(body.len() as u64)));
+    assert_eq!(
+        std::fs::read(models.path().join("tiny.gguf")).unwrap(),
+        body
+    );
+    assert!(
+        leftovers(models.path()).is_empty(),
+        "{:?}",
+        leftovers(models.path())
+    );
+    let listed = host.request(json!({"id": 2, "request_type": "ListModels"}));
+    assert_eq!(listed["models"][0]["id"], "tiny", "{listed}");
+
+    // Pulled again with the same digest: already there, nothing fetched.
+    let requests = server.ranges().len();
+    let again = host.request(json!({"id": 3, "request_type": "PullModel", "url": server.url("/files/tiny.gguf"), "sha256": sha256_hex(&body)}));
+    assert_eq!(again["response_type"], "PullComplete", "{again}");
+    assert_eq!(server.ranges().len(), requests);
+}
+
+#[test]
+fn a_pull_over_http_streams_progress_as_server_sent_events() {
+    let body = fake_gguf(1 << 20);
+    let server = FileServer::start(HashMap::from([("/m.gguf", body.clone())]), None);
+    let models = TempDir::new("models");
+    let dir = models.path().to_path_buf();
+    let http_server = HttpServer::start_with(TempDir::new("data"), move |c| {
+        c.env("TABAGENT_MODELS_DIR", &dir);
+    });
+    let reply = http_server.post(
+        "/api/pull",
+        &json!({"url": server.url("/m.gguf"), "model": "renamed"}),
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("Content-Type"), Some("text/event-stream"));
+    let events: Vec<Value> = reply
+        .events()
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let (last, chunks) = events.split_last().unwrap();
+    assert_eq!(last["response_type"], "PullComplete", "{last}");
+    assert_eq!(last["model"], "renamed");
+    assert!(chunks.len() >= 2 && chunks.iter().all(|c| c["response_type"] == "PullProgress"));
+    assert_eq!(
+        std::fs::read(models.path().join("renamed.gguf")).unwrap(),
+        body
+    );
+}
+
+#[test]
+fn a_wrong_sha256_discards_the_file() {
+    let body = fake_gguf(256 << 10);
+    let server = FileServer::start(HashMap::from([("/x.gguf", body)]), None);
+    let models = TempDir::new("models");
+    let mut host = native_host(models.path());
+    let wrong = "0".repeat(64);
+    let reply = host.request(json!({"id": 1, "request_type": "PullModel", "url": server.url("/x.gguf"), "sha256": wrong}));
+    assert_eq!(reply["error"]["status"], 422, "{reply}");
+    let detail = reply["error"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("sha256 mismatch") && detail.contains("discarded"),
+        "{detail}"
+    );
+    assert_eq!(
+        std::fs::read_dir(models.path()).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+}
+
+#[test]
+fn an_interrupted_pull_resumes_where_it_broke_off() {
+    let body = fake_gguf(2 << 20);
+    let cut = 900_000;
+    let server = FileServer::start(HashMap::from([("/big.gguf", body.clone())]), Some(cut));
+    let models = TempDir::new("models");
+    let mut host = native_host(models.path());
+    let url = server.url("/big.gguf");
+    let first = host.request(json!({"id": 1, "request_type": "PullModel", "url": url}));
+    assert_eq!(first["error"]["status"], 502, "{first}");
+    assert!(
+        first["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("pull again to resume"),
+        "{first}"
+    );
+    let part = models.path().join(".big.gguf.part");
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), cut as u64);
+    assert!(!models.path().join("big.gguf").exists());
+
+    let id = json!(2);
+    host.send(
+        &json!({"id": id, "request_type": "PullModel", "url": url, "sha256": sha256_hex(&body)}),
+    );
+    let frames = host.recv_until_done(&id);
+    let last = frames.last().unwrap();
+    assert_eq!(last["response_type"], "PullComplete", "{last}");
+    assert_eq!(
+        frames[0]["downloaded_bytes"], cut,
+        "progress starts at the resumed size"
+    );
+    assert_eq!(server.ranges(), [None, Some(format!("bytes={cut}-"))]);
+    assert_eq!(std::fs::read(models.path().join("big.gguf")).unwrap(), body);
+    assert!(
+        leftovers(models.path()).is_empty(),
+        "{:?}",
+        leftovers(models.path())
+    );
+}
+
+#[test]
+fn bad_pulls_are_refused_with_reasons() {
+    let server = FileServer::start(
+        HashMap::from([("/page.gguf", b"<html>login</html>".to_vec())]),
+        None,
+    );
+    let models = TempDir::new("models");
+    let mut host = native_host(models.path());
+    for (request, status, words) in [
+        (json!({"url": server.url("/missing.gguf")}), 404, "404"),
+        (
+            json!({"url": "ftp://example.com/x.gguf"}),
+            422,
+            "not an https://",
+        ),
+        (
+            json!({"url": server.url("/model.onnx")}),
+            422,
+            "does not name a .gguf",
+        ),
+        (
+            json!({"url": server.url("/page.gguf")}),
+            422,
+            "not a GGUF file",
+        ),
+        (
+            json!({"url": server.url("/page.gguf"), "model": "../escape"}),
+            422,
+            "not a usable",
+        ),
+        (
+            json!({"url": server.url("/page.gguf"), "sha256": "abc"}),
+            422,
+            "64 hex",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:1/x.gguf"}),
+            502,
+            "cannot download",
+        ),
+    ] {
+        let mut message = request.clone();
+        message["id"] = json!("bad");
+        message["request_type"] = json!("PullModel");
+        let reply = host.request(message);
+        assert_eq!(reply["error"]["status"], status, "{request}: {reply}");
+        let detail = reply["error"]["detail"].as_str().unwrap();
+        assert!(detail.contains(words), "{request}: {detail}");
+    }
+    assert_eq!(std::fs::read_dir(models.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn delete_model_removes_files_and_folders() {
+    let models = TempDir::new("models");
+    std::fs::write(models.path().join("old.gguf"), b"GGUF").unwrap();
+    std::fs::create_dir_all(models.path().join("emb")).unwrap();
+    std::fs::write(models.path().join("emb/model.onnx"), b"x").unwrap();
+    std::fs::write(models.path().join("emb/tokenizer.json"), b"{}").unwrap();
+    let mut host = native_host(models.path());
+    let reply = host.request(json!({"id": 1, "request_type": "DeleteModel", "model": "old"}));
+    assert_eq!(reply["response_type"], "ModelDeleted", "{reply}");
+    assert!(!models.path().join("old.gguf").exists());
+    let reply = host.request(json!({"id": 2, "request_type": "DeleteModel", "model": "emb"}));
+    assert_eq!(reply["response_type"], "ModelDeleted", "{reply}");
+    assert!(!models.path().join("emb").exists());
+    let reply = host.request(json!({"id": 3, "request_type": "DeleteModel", "model": "old"}));
+    assert_eq!(reply["error"]["status"], 404, "{reply}");
+}
+
+#[test]
+fn a_loaded_model_is_deleted_only_with_force() {
+    let Some(real) = std::env::var_os("TABAGENT_TEST_MODELS").filter(|_| cfg!(feature = "onnx"))
+    else {
+        eprintln!(
+            "\n*** SKIPPED a_loaded_model_is_deleted_only_with_force: needs onnx and TABAGENT_TEST_MODELS ***\n"
+        );
+        return;
+    };
+    let models = TempDir::new("models");
+    let copy = models.path().join("mini");
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in ["model.onnx", "tokenizer.json", "tabagent.json"] {
+        std::fs::copy(
+            Path::new(&real).join("all-minilm-l6-v2").join(file),
+            copy.join(file),
+        )
+        .unwrap();
+    }
+    let mut host = native_host(models.path());
+    let reply =
+        host.request(json!({"id": 1, "request_type": "Embeddings", "model": "mini", "input": "x"}));
+    assert_eq!(reply["response_type"], "EmbeddingList", "{reply}");
+    let reply = host.request(json!({"id": 2, "request_type": "DeleteModel", "model": "mini"}));
+    assert_eq!(reply["error"]["status"], 409, "{reply}");
+    assert!(copy.exists());
+    let reply = host
+        .request(json!({"id": 3, "request_type": "DeleteModel", "model": "mini", "force": true}));
+    assert_eq!(reply["response_type"], "ModelDeleted", "{reply}");
+    assert!(!copy.exists());
+    let loaded = host.request(json!({"id": 4, "request_type": "ListLoadedModels"}));
+    assert_eq!(loaded["models"], json!([]), "{loaded}");
+}
+
+#[test]
+fn the_catalog_and_recipes_name_the_defaults() {
+    let models = TempDir::new("models");
+    let mut host = native_host(models.path());
+    let reply = host.request(json!({"id": 1, "request_type": "GetRegisteredModels"}));
+    let catalog = reply["models"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{reply}"));
+    let ids: Vec<&str> = catalog.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["gemma-3-270m-q4_k_m", "all-minilm-l6-v2"]);
+    assert_eq!(catalog[1]["license"], "Apache-2.0");
+    assert!(catalog[0]["license"].as_str().unwrap().contains("Gemma"));
+    assert_eq!(
+        catalog[0]["sha256"],
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    );
+    assert_eq!(catalog[0]["installed"], false);
+    let reply = host.request(json!({"id": 2, "request_type": "GetRecipes", "task": "embedding"}));
+    assert_eq!(reply["recipes"].as_array().unwrap().len(), 1, "{reply}");
+    assert_eq!(reply["recipes"][0]["model"], "all-minilm-l6-v2");
+    let reply = host.request(json!({"id": 3, "request_type": "GetRecipes"}));
+    assert_eq!(reply["recipes"].as_array().unwrap().len(), 3, "{reply}");
+}
+
+#[test]
+fn tabagent_pull_downloads_with_a_progress_bar() {
+    let body = fake_gguf(1 << 20);
+    let server = FileServer::start(HashMap::from([("/cli.gguf", body.clone())]), None);
+    let data = TempDir::new("data");
+    let models = data.path().join("models");
+    let output = command(data.path())
+        .args([
+            "pull",
+            &server.url("/cli.gguf"),
+            "--model",
+            "from-cli",
+            "--sha256",
+            &sha256_hex(&body),
+        ])
+        .env("TABAGENT_MODELS_DIR", &models)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("100%"), "{stderr}");
+    assert!(
+        output.stdout.is_empty() || String::from_utf8_lossy(&output.stdout).contains("from-cli")
+    );
+    assert_eq!(std::fs::read(models.join("from-cli.gguf")).unwrap(), body);
+
+    let output = command(data.path())
+        .args([
+            "pull",
+            &server.url("/cli.gguf"),
+            "--model",
+            "bad",
+            "--sha256",
+            &"1".repeat(64),
+        ])
+        .env("TABAGENT_MODELS_DIR", &models)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("sha256 mismatch"));
+    assert!(!models.join("bad.gguf").exists());
+}
+
+#[test]
+fn pull_routes_answer_over_http() {
+    let server = HttpServer::start();
+    let reply = http(server.addr, "GET", "/api/registry", &[], None);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["response_type"], "RegisteredModels");
+    let reply = server.post("/api/pull", &json!({"url": "gopher://x"}));
+    assert_eq!(reply.status, 422);
+}

@@ -1,0 +1,651 @@
+//! WebRTC: a second str0m peer in the test process connects to tabagent over
+//! loopback UDP, after signaling over HTTP (or /v1/rpc, or native messaging).
+//! Most tests run the server in-process (so they can publish push events and
+//! shorten the idle timeout); one drives the real binary in `--mode all`.
+
+pub mod client;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tabagent::api::ServerEvent;
+use tabagent::event_loop::{EventLoop, LoopHandle, LoopMessage};
+use tabagent::handler::{Handler, HandlerConfig};
+use tabagent::jobs::JobLimits;
+use tabagent::transport::http::{HttpConfig, HttpServer};
+use tabagent::transport::rtc::RtcSettings;
+
+use self::client::{Client, http_json, post};
+use crate::util::TempDir;
+
+/// tabagent in this process: the event loop on a thread, HTTP beside it.
+pub struct TestServer {
+    pub http: SocketAddr,
+    pub udp: Vec<SocketAddr>,
+    pub handler: Arc<Handler>,
+    handle: LoopHandle,
+    thread: Option<JoinHandle<()>>,
+    http_server: Option<HttpServer>,
+    pub data: TempDir,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        TestServer::with(|_| {})
+    }
+
+    pub fn with(configure: impl FnOnce(&mut RtcSettings)) -> TestServer {
+        let data = TempDir::new("rtc");
+        let handler = Arc::new(
+            Handler::new(
+                HandlerConfig {
+                    data_dir: data.path().to_path_buf(),
+                    models_dir: data.path().join("models"),
+                    limits: JobLimits {
+                        model_threads: 1,
+                        io_threads: 2,
+                        queue_capacity: 64,
+                    },
+                    memory_budget: 0,
+                    keep_alive: Duration::ZERO,
+                },
+                Instant::now(),
+            )
+            .unwrap(),
+        );
+        let mut settings = RtcSettings::loopback();
+        configure(&mut settings);
+        let mut event_loop = EventLoop::new(Arc::clone(&handler), false, false).unwrap();
+        let udp = event_loop.start_webrtc(settings).unwrap();
+        let handle = event_loop.handle();
+        let http_server = HttpServer::start(
+            HttpConfig {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                cors_origins: Vec::new(),
+                allowed_hosts: Vec::new(),
+                max_body_bytes: 16 << 20,
+                request_timeout: Duration::from_secs(30),
+                workers: 2,
+            },
+            Arc::clone(&handler),
+        )
+        .unwrap();
+        let thread = std::thread::spawn(move || {
+            event_loop.run(|| {}).unwrap();
+        });
+        TestServer {
+            http: http_server.address(),
+            udp,
+            handler,
+            handle,
+            thread: Some(thread),
+            http_server: Some(http_server),
+            data,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        http_json(self.http, "GET", path, None)
+    }
+
+    pub fn session(&self, id: &str) -> Value {
+        self.get(&format!("/v1/webrtc/session/{id}"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.handle.send(LoopMessage::Shutdown);
+        if let Some(http) = self.http_server.take() {
+            http.stop();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn health(id: impl Into<Value>) -> Value {
+    json!({"id": id.into(), "request_type": "Health"})
+}
+
+#[test]
+fn health_over_the_data_channel_and_session_state() {
+    let server = TestServer::start();
+    let (mut client, signal) = Client::signal(server.http);
+    assert!(
+        signal["sdp"].as_str().unwrap().contains("127.0.0.1"),
+        "a loopback candidate"
+    );
+    assert!(signal["sdp"].as_str().unwrap().contains("a=ice-lite"));
+    assert!(signal["created_at"].as_i64().unwrap() > 1_600_000_000_000);
+    assert_eq!(signal["max_message_bytes"], 1 << 20);
+    client.wait_open(Duration::from_secs(10));
+
+    let reply = client.call(health("h1"));
+    assert_eq!(reply["response_type"], "Health", "{reply}");
+    assert_eq!(reply["id"], "h1");
+    assert_eq!(reply["done"], true);
+    // Numeric ids come back as numbers; a bad request keeps its id.
+    let reply = client.call(json!({"id": 7, "request_type": "Nope"}));
+    assert_eq!(
+        (reply["id"].clone(), reply["error"]["status"].clone()),
+        (json!(7), json!(400))
+    );
+
+    let session = server.session(&client.session_id);
+    assert_eq!(session["state"], "connected", "{session}");
+    assert_eq!(session["peer_id"], "test");
+    assert!(session["messages_in"].as_u64().unwrap() >= 2);
+    assert!(session["bytes_out"].as_u64().unwrap() > 0);
+    let list = server.get("/v1/webrtc/sessions");
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1, "{list}");
+    // Signaling over the data channel itself works too.
+    let reply = client.call(
+        json!({"id": "s", "request_type": "GetWebRtcSession", "session_id": client.session_id}),
+    );
+    assert_eq!(reply["response_type"], "WebRtcSession", "{reply}");
+}
+
+#[test]
+fn a_thousand_requests_come_back_in_order() {
+    let server = TestServer::start();
+    let mut client = Client::connect(server.http);
+    for i in 0..1000 {
+        client.send(&health(i));
+    }
+    for i in 0..1000 {
+        let reply = client.recv(Duration::from_secs(20));
+        assert_eq!(reply["id"], i, "{reply}");
+        assert_eq!(reply["response_type"], "Health");
+    }
+    let session = server.session(&client.session_id);
+    assert_eq!(session["messages_in"], 1000);
+    assert_eq!(session["messages_out"], 1000);
+}
+
+#[test]
+fn server_push_streams_to_subscribed_sessions_only() {
+    let server = TestServer::start();
+    let mut all = Client::connect(server.http);
+    let mut low = Client::connect(server.http);
+    let mut none = Client::connect(server.http);
+    let ack = all.recv_after_send(json!({"id": "sub", "request_type": "Subscribe"}));
+    assert_eq!(
+        (ack["response_type"].clone(), ack["done"].clone()),
+        (json!("Subscribed"), json!(false))
+    );
+    assert_eq!(ack["events"].as_array().unwrap().len(), 5);
+    let ack =
+        low.recv_after_send(json!({"id": 1, "request_type": "Subscribe", "events": ["LowMemory"]}));
+    assert_eq!(ack["events"], json!(["LowMemory"]));
+    let bad = none.call(json!({"id": 2, "request_type": "Subscribe", "events": ["Weather"]}));
+    assert_eq!(bad["error"]["status"], 400);
+    assert!(bad["error"]["detail"].as_str().unwrap().contains("Weather"));
+
+    // A stream of events arrives whole and in order.
+    for i in 0..200 {
+        let event = ServerEvent::ModelLoadProgress {
+            model: "m".into(),
+            progress: i as f32 / 200.0,
+        };
+        assert_eq!(server.handler.events().publish(&event), 1);
+    }
+    server.handler.events().publish(&ServerEvent::LowMemory {
+        available_bytes: 1,
+        total_bytes: 2,
+    });
+    for i in 0..200 {
+        let event = all.recv(Duration::from_secs(10));
+        assert_eq!(event["response_type"], "Event");
+        assert_eq!(event["event"], "ModelLoadProgress");
+        assert_eq!(event["id"], "sub");
+        assert_eq!(event["done"], false);
+        assert!((event["progress"].as_f64().unwrap() - i as f64 / 200.0).abs() < 1e-6);
+    }
+    assert_eq!(all.recv(Duration::from_secs(10))["event"], "LowMemory");
+    let event = low.recv(Duration::from_secs(10));
+    assert_eq!(
+        (event["event"].clone(), event["id"].clone()),
+        (json!("LowMemory"), json!(1))
+    );
+    for _ in 0..20 {
+        none.drive(Duration::from_millis(5));
+    }
+    assert!(none.inbox.is_empty(), "{:?}", none.inbox);
+
+    // A closed session's subscription ends at the next event.
+    let session = all.session_id.clone();
+    let closed = http_json(
+        server.http,
+        "DELETE",
+        &format!("/v1/webrtc/session/{session}"),
+        None,
+    );
+    assert_eq!(closed["response_type"], "WebRtcSessionClosed", "{closed}");
+    let loaded = ServerEvent::ModelLoaded { model: "m".into() };
+    assert_eq!(server.handler.events().publish(&loaded), 0);
+    assert_eq!(server.handler.events().len(), 1);
+}
+
+#[test]
+fn large_replies_are_split_and_large_requests_joined() {
+    let server = TestServer::with(|s| s.max_message_bytes = 512 * 1024);
+    let mut client = Client::connect(server.http);
+    // The error echoes the 300 kB name: a reply over the client's 256 KiB limit.
+    let name = "X".repeat(300_000);
+    let reply = client.call(json!({"id": "big", "request_type": name}));
+    assert_eq!(reply["error"]["status"], 400);
+    assert!(reply["error"]["detail"].as_str().unwrap().contains(&name));
+    assert!(
+        client.frames_received >= 2,
+        "the reply came in Partial frames"
+    );
+
+    // A request in Partial frames, joined by the server.
+    let text = json!({"id": "p", "request_type": "Health", "pad": "y".repeat(100_000)}).to_string();
+    let pieces: Vec<&str> = text
+        .as_bytes()
+        .chunks(30_000)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    for (seq, piece) in pieces.iter().enumerate() {
+        let last = seq + 1 == pieces.len();
+        client.send(
+            &json!({"id": "p", "request_type": "Partial", "seq": seq, "last": last, "data": piece}),
+        );
+    }
+    let reply = client.recv(Duration::from_secs(10));
+    assert_eq!(
+        (reply["id"].clone(), reply["response_type"].clone()),
+        (json!("p"), json!("Health"))
+    );
+
+    // Over the session's limit: 413, and the session keeps working.
+    let chunk = "z".repeat(200_000);
+    for seq in 0..3 {
+        client.send(&json!({"id": "o", "request_type": "Partial", "seq": seq, "last": seq == 2, "data": chunk}));
+    }
+    let reply = client.recv(Duration::from_secs(10));
+    assert_eq!(
+        (reply["id"].clone(), reply["error"]["status"].clone()),
+        (json!("o"), json!(413))
+    );
+    assert_eq!(client.call(health("after"))["response_type"], "Health");
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_other_sessions_keep_working() {
+    let server = TestServer::start();
+    let mut client = Client::connect(server.http);
+
+    let reply = post(
+        server.http,
+        "/v1/webrtc/offer",
+        &json!({"sdp": "not sdp at all"}),
+    );
+    assert_eq!(reply["http_status"], 400, "{reply}");
+    assert!(reply["detail"].as_str().unwrap().contains("SDP"));
+    let garbage = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nthis is=not sdp\r\n";
+    let reply = post(server.http, "/v1/webrtc/offer", &json!({"sdp": garbage}));
+    assert_eq!(reply["http_status"], 400, "{reply}");
+    let audio_only =
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+    let reply = post(server.http, "/v1/webrtc/offer", &json!({"sdp": audio_only}));
+    assert!(
+        reply["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no data channel"),
+        "{reply}"
+    );
+    let reply = post(
+        server.http,
+        "/v1/webrtc/ice",
+        &json!({"session_id": "nope", "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"}),
+    );
+    assert_eq!(reply["http_status"], 404, "{reply}");
+    let reply = post(
+        server.http,
+        "/v1/webrtc/ice",
+        &json!({"session_id": client.session_id, "candidate": "candidate:garbage"}),
+    );
+    assert_eq!(reply["http_status"], 400, "{reply}");
+    let reply = post(
+        server.http,
+        "/v1/webrtc/answer",
+        &json!({"session_id": client.session_id, "sdp": "v=0\r\n"}),
+    );
+    assert_eq!(reply["http_status"], 400, "{reply}");
+    assert_eq!(server.get("/v1/webrtc/session/nope")["http_status"], 404);
+    let reply = http_json(server.http, "DELETE", "/v1/webrtc/session/nope", None);
+    assert_eq!(reply["http_status"], 404);
+
+    // Malformed messages on the data channel: an error reply each.
+    client.send_raw(b"{not json");
+    let reply = client.recv(Duration::from_secs(10));
+    assert_eq!(
+        (reply["id"].clone(), reply["error"]["status"].clone()),
+        (Value::Null, json!(400))
+    );
+    client.send_raw(&[0xff, 0xfe, 0x00]);
+    assert!(
+        client.recv(Duration::from_secs(10))["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("UTF-8")
+    );
+
+    // Random bytes at every UDP socket, from a stranger.
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut seed = 0x2545_f491_u64;
+    for _ in 0..200 {
+        let len = (seed % 1400) as usize + 1;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        for udp in &server.udp {
+            stranger.send_to(&bytes, udp).unwrap();
+        }
+    }
+    assert_eq!(client.call(health("still"))["response_type"], "Health");
+    let (mut second, _) = Client::signal(server.http);
+    second.wait_open(Duration::from_secs(10));
+    assert_eq!(second.call(health(1))["response_type"], "Health");
+}
+
+#[test]
+fn idle_sessions_are_closed_and_removed() {
+    let server = TestServer::with(|s| s.idle_timeout = Duration::from_millis(800));
+    let mut client = Client::connect(server.http);
+    assert_eq!(client.call(health(1))["response_type"], "Health");
+    let (_never_connected, signal) = Client::signal(server.http);
+    let quiet = signal["session_id"].as_str().unwrap().to_string();
+    assert_eq!(server.session(&quiet)["state"], "new");
+    // A client that keeps talking stays; one that went away does not.
+    let started = Instant::now();
+    let mut n = 2;
+    while started.elapsed() < Duration::from_millis(1600) {
+        assert_eq!(client.call(health(n))["response_type"], "Health");
+        n += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(server.session(&client.session_id)["state"], "connected");
+    assert_eq!(server.session(&quiet)["http_status"], 404);
+    let id = client.session_id.clone();
+    drop(client);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(server.session(&id)["http_status"], 404);
+    assert_eq!(server.get("/v1/webrtc/sessions")["sessions"], json!([]));
+}
+
+#[test]
+fn a_hundred_sessions_at_once() {
+    let server = TestServer::with(|s| s.max_sessions = 100);
+    let mut clients: Vec<Client> = (0..100).map(|_| Client::signal(server.http).0).collect();
+    let refused = post(
+        server.http,
+        "/v1/webrtc/offer",
+        &json!({"sdp": Client::offer().1}),
+    );
+    assert_eq!(refused["http_status"], 503, "{refused}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while clients.iter().any(|c| c.channel.is_none()) {
+        assert!(Instant::now() < deadline, "not every channel opened");
+        for client in &mut clients {
+            client.drive(Duration::ZERO);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(&health(i));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while clients.iter().any(|c| c.inbox.is_empty()) {
+        assert!(Instant::now() < deadline, "not every session answered");
+        for client in &mut clients {
+            client.drive(Duration::ZERO);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let reply = client.inbox.pop_front().unwrap();
+        assert_eq!(
+            (reply["id"].clone(), reply["response_type"].clone()),
+            (json!(i), json!("Health"))
+        );
+    }
+    assert_eq!(
+        server.get("/v1/webrtc/sessions")["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        100
+    );
+}
+
+#[test]
+fn tabagent_can_offer_and_rpc_carries_signaling() {
+    let server = TestServer::start();
+    let offer = post(
+        server.http,
+        "/v1/rpc",
+        &json!({"id": 1, "request_type": "CreateWebRtcOffer"}),
+    );
+    assert_eq!(
+        (offer["response_type"].clone(), offer["type"].clone()),
+        (json!("WebRtcSignal"), json!("offer")),
+        "{offer}"
+    );
+    let session_id = offer["session_id"].as_str().unwrap().to_string();
+
+    // The client answers tabagent's offer (as a browser's setRemoteDescription would).
+    client::init_crypto();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = socket.local_addr().unwrap();
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(str0m::Candidate::host(local, "udp").unwrap());
+    let sdp = str0m::change::SdpOffer::from_sdp_string(offer["sdp"].as_str().unwrap()).unwrap();
+    let answer = rtc.sdp_api().accept_offer(sdp).unwrap();
+    let reply = post(
+        server.http,
+        "/v1/webrtc/answer",
+        &json!({"session_id": session_id, "sdp": answer.to_sdp_string()}),
+    );
+    assert_eq!(reply["response_type"], "WebRtcSession", "{reply}");
+    let again = post(
+        server.http,
+        "/v1/webrtc/answer",
+        &json!({"session_id": session_id, "sdp": answer.to_sdp_string()}),
+    );
+    assert_eq!(again["http_status"], 409, "{again}");
+    let mut client = Client::adopt(rtc, socket, &session_id);
+    client.wait_open(Duration::from_secs(10));
+    assert_eq!(client.call(health("x"))["response_type"], "Health");
+
+    let ice = post(
+        server.http,
+        "/v1/webrtc/ice",
+        &json!({"session_id": session_id, "candidate": ""}),
+    );
+    assert_eq!(ice["state"], "connected", "{ice}");
+    let closed = http_json(
+        server.http,
+        "DELETE",
+        &format!("/v1/webrtc/session/{session_id}"),
+        None,
+    );
+    assert_eq!(closed["session_id"], session_id.as_str());
+    assert_eq!(server.session(&session_id)["http_status"], 404);
+}
+
+#[test]
+fn native_messaging_signals_for_the_real_binary() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    let data = TempDir::new("rtc-native");
+    let mut child = crate::util::command(data.path())
+        .args(["--mode", "all", "--bind", "127.0.0.1:0"])
+        .env("TABAGENT_WEBRTC_HOSTS", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut request = |message: Value| -> Value {
+        stdin
+            .write_all(&crate::util::frame(message.to_string().as_bytes()))
+            .unwrap();
+        stdin.flush().unwrap();
+        let mut header = [0u8; 4];
+        stdout.read_exact(&mut header).unwrap();
+        let mut body = vec![0u8; u32::from_ne_bytes(header) as usize];
+        stdout.read_exact(&mut body).unwrap();
+        serde_json::from_slice(&body).unwrap()
+    };
+    let (mut client, sdp) = Client::offer();
+    let reply = request(json!({"id": "o", "request_type": "CreateWebRtcOffer", "sdp": sdp}));
+    assert_eq!(reply["response_type"], "WebRtcSignal", "{reply}");
+    client.accept(
+        reply["session_id"].as_str().unwrap(),
+        reply["sdp"].as_str().unwrap(),
+    );
+    client.wait_open(Duration::from_secs(10));
+    let health = client.call(health(5));
+    assert!(
+        health["features"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("webrtc")),
+        "{health}"
+    );
+    let session = request(
+        json!({"id": "g", "request_type": "GetWebRtcSession", "session_id": client.session_id}),
+    );
+    assert_eq!(session["state"], "connected", "{session}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn http_event_stream_carries_server_push() {
+    use std::io::{Read, Write};
+    let server = TestServer::start();
+    let mut stream = std::net::TcpStream::connect(server.http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = r#"{"events": ["ModelLoaded"]}"#;
+    write!(
+        stream,
+        "POST /api/events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        server.http,
+        body.len()
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut read_until = |seen: &mut String, needle: &str| {
+        let mut buf = [0u8; 4096];
+        while !seen.contains(needle) {
+            let n = stream.read(&mut buf).expect("the stream stays open");
+            assert!(n > 0, "the stream ended: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    read_until(&mut seen, "\"Subscribed\"");
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    // Events before this one were for other kinds only.
+    server.handler.events().publish(&ServerEvent::LowMemory {
+        available_bytes: 1,
+        total_bytes: 2,
+    });
+    server.handler.events().publish(&ServerEvent::ModelLoaded {
+        model: "tiny".into(),
+    });
+    read_until(&mut seen, "\"ModelLoaded\"");
+    assert!(!seen.contains("LowMemory"), "{seen}");
+}
+
+/// The real model path: a tiny random GGUF streams ChatChunks on the channel.
+#[cfg(feature = "llama")]
+#[test]
+fn streamed_chat_over_the_data_channel() {
+    let server = TestServer::start();
+    let models = server.data.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let made = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/make_tiny_gguf.py"
+        ))
+        .arg(models.join("tiny.gguf"))
+        .status()
+        .unwrap();
+    assert!(
+        made.success(),
+        "make_tiny_gguf.py needs `pip install gguf numpy`"
+    );
+    let mut client = Client::connect(server.http);
+    let replies = client.request(json!({
+        "id": "chat", "request_type": "Chat", "model": "tiny", "stream": true, "max_tokens": 32, "seed": 1,
+        "messages": [{"role": "user", "content": "Say hello."}],
+    }));
+    let last = replies.last().unwrap();
+    assert_eq!(last["response_type"], "ChatComplete", "{last}");
+    let chunks: Vec<&Value> = replies
+        .iter()
+        .filter(|r| r["response_type"] == "ChatChunk")
+        .collect();
+    assert!(chunks.len() >= 2, "{replies:?}");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["done"] == false && c["id"] == "chat")
+    );
+    // The session still answers afterwards.
+    assert_eq!(client.call(health("after"))["response_type"], "Health");
+}
+
+/// Headless Chromium (Debian's `chromium`) through tests/browser/run.sh, in a
+/// network namespace with loopback only. Skipped, saying why, when the
+/// browser, node or namespaces are missing.
+#[test]
+fn chromium_reaches_tabagent_over_a_data_channel() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/run.sh");
+    let missing = [
+        ("/usr/bin/chromium", "Debian's chromium"),
+        ("/usr/bin/node", "node"),
+        ("/usr/bin/unshare", "unshare"),
+    ]
+    .into_iter()
+    .find(|(path, _)| !std::path::Path::new(path).exists());
+    if let Some((_, what)) = missing {
+        eprintln!("skipped: the browser test needs {what}");
+        return;
+    }
+    let output = std::process::Command::new(script)
+        .arg(env!("CARGO_BIN_EXE_tabagent"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if stderr.contains("unshare: ") && stderr.contains("Operation not permitted") {
+        eprintln!("skipped: no network namespace here (run as root): {stderr}");
+        return;
+    }
+    eprintln!("{stdout}");
+    assert!(
+        output.status.success() && stdout.contains("browser test passed"),
+        "{stdout}\n{stderr}"
+    );
+}

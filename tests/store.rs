@@ -1,0 +1,750 @@
+//! The store against the real binary: history over HTTP and native
+//! messaging, both transports writing at once, an unusable, read-only or full
+//! data dir, a database from a newer tabagent, the SIGKILL crash test, and
+//! retrieval (with the real MiniLM model when `TABAGENT_TEST_MODELS` is set).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use crate::util::{HttpServer, NativeHost, TempDir, command, frame, http};
+
+const ORIGIN: &str = "chrome-extension://abcdefghijklmnopabcdefghijklmnop/";
+
+fn delete(server: &HttpServer, path: &str) -> crate::util::HttpReply {
+    http(server.addr, "DELETE", path, &[], None)
+}
+
+fn db_path(dir: &Path) -> PathBuf {
+    dir.join("tabagent.db")
+}
+
+fn integrity(path: &Path) -> String {
+    Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn history_over_http() {
+    let server = HttpServer::start();
+    for (i, role) in ["user", "assistant", "user"].iter().enumerate() {
+        let reply = server.post(
+            "/api/sessions/tab%201/messages",
+            &json!({"role": role, "content": format!("message {i} ✓"), "metadata": {"url": "https://x"}}),
+        );
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let body = reply.json();
+        assert_eq!(body["response_type"], "MessageSaved");
+        assert_eq!(body["message"]["session_id"], "tab 1");
+    }
+    let page = server.get("/api/sessions/tab%201/messages?limit=2").json();
+    assert_eq!(page["messages"][0]["content"], "message 2 ✓");
+    assert_eq!(page["messages"][1]["metadata"]["url"], "https://x");
+    let before = page["next_before"].as_i64().unwrap();
+    let rest = server
+        .get(&format!(
+            "/api/sessions/tab%201/messages?limit=2&before={before}"
+        ))
+        .json();
+    assert_eq!(rest["messages"].as_array().unwrap().len(), 1);
+    assert!(rest["next_before"].is_null());
+    let oldest = server
+        .get("/api/sessions/tab%201/messages?order=oldest&limit=1")
+        .json();
+    assert_eq!(oldest["messages"][0]["content"], "message 0 ✓");
+
+    let sessions = server.get("/api/sessions?search=MESSAGE%202").json();
+    assert_eq!(sessions["sessions"][0]["session_id"], "tab 1");
+    assert_eq!(sessions["sessions"][0]["messages"], 3);
+    assert_eq!(sessions["sessions"][0]["title"], "message 0 ✓");
+
+    let bad = server.post(
+        "/api/sessions/s/messages",
+        &json!({"role": "robot", "content": "x"}),
+    );
+    assert_eq!(bad.status, 422);
+    assert!(bad.json()["detail"].as_str().unwrap().contains("role"));
+    let bad = server.get("/api/sessions/s/messages?limit=0");
+    assert_eq!(bad.status, 422);
+
+    assert_eq!(delete(&server, "/api/sessions/tab%201").status, 200);
+    assert_eq!(delete(&server, "/api/sessions/tab%201").status, 404);
+    let empty = server.get("/api/sessions/tab%201/messages").json();
+    assert_eq!(empty["messages"], json!([]));
+}
+
+#[test]
+fn history_over_native_messaging_survives_a_restart() {
+    let data = TempDir::new("native-history");
+    let start = || {
+        NativeHost::start_with(TempDir::new("native-home"), |c| {
+            c.env("TABAGENT_DATA_DIR", data.path());
+        })
+    };
+    let mut host = start();
+    let saved = host.request(json!({"id": 1, "request_type": "SaveMessage",
+        "session_id": "s", "role": "user", "content": "日本語 🙂", "metadata": {"title": "Tab"}}));
+    assert_eq!(saved["response_type"], "MessageSaved", "{saved}");
+    assert_eq!(host.close_and_wait(), Some(0));
+
+    let mut host = start();
+    let page = host.request(json!({"id": 2, "request_type": "ChatHistory", "session_id": "s"}));
+    assert_eq!(page["response_type"], "History", "{page}");
+    assert_eq!(page["messages"][0]["content"], "日本語 🙂");
+    assert_eq!(page["messages"][0]["metadata"]["title"], "Tab");
+    let listed = host.request(json!({"id": 3, "request_type": "ListSessions", "search": "本語"}));
+    assert_eq!(listed["sessions"][0]["session_id"], "s", "{listed}");
+    let deleted =
+        host.request(json!({"id": 4, "request_type": "DeleteSession", "session_id": "s"}));
+    assert_eq!(deleted["response_type"], "SessionDeleted", "{deleted}");
+    assert_eq!(host.close_and_wait(), Some(0));
+}
+
+/// A host serving native messaging and HTTP at once.
+struct Both {
+    child: Child,
+    addr: SocketAddr,
+    stdin: Option<std::process::ChildStdin>,
+    frames: mpsc::Receiver<Value>,
+}
+
+impl Both {
+    fn start(dir: &Path) -> Both {
+        let mut child = command(dir)
+            .args(["--mode", "all", "--bind", "127.0.0.1:0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let frames = read_frames(child.stdout.take().unwrap());
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("HTTP on http://").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the host says where HTTP listens");
+        Both {
+            child,
+            addr,
+            stdin,
+            frames,
+        }
+    }
+}
+
+impl Drop for Both {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_frames(mut stdout: impl Read + Send + 'static) -> mpsc::Receiver<Value> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        loop {
+            let mut header = [0u8; 4];
+            if stdout.read_exact(&mut header).is_err() {
+                return;
+            }
+            let mut body = vec![0u8; u32::from_ne_bytes(header) as usize];
+            if stdout.read_exact(&mut body).is_err() {
+                return;
+            }
+            let Ok(value) = serde_json::from_slice::<Value>(&body) else {
+                return;
+            };
+            if tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn native_and_http_writers_at_once() {
+    let dir = TempDir::new("both");
+    let mut host = Both::start(dir.path());
+    const NATIVE: usize = 400;
+    const HTTP_THREADS: usize = 4;
+    const PER_THREAD: usize = 60;
+    let addr = host.addr;
+    let http_writers: Vec<_> = (0..HTTP_THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..PER_THREAD {
+                    let body = json!({"role": "user", "content": format!("h{t}-{i}")}).to_string();
+                    let reply = http(
+                        addr,
+                        "POST",
+                        &format!("/api/sessions/http-{t}/messages"),
+                        &[],
+                        Some(body.as_bytes()),
+                    );
+                    assert_eq!(
+                        reply.status,
+                        200,
+                        "{}",
+                        String::from_utf8_lossy(&reply.body)
+                    );
+                }
+            })
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    for i in 0..NATIVE {
+        let message = json!({"id": i, "request_type": "SaveMessage", "session_id": "native",
+            "role": "assistant", "content": format!("n-{i}")});
+        bytes.extend(frame(message.to_string().as_bytes()));
+    }
+    // In slices, so that the queue (64 per lane) never overflows.
+    let stdin = host.stdin.as_mut().unwrap();
+    let mut acked = 0;
+    for slice in bytes.chunks(bytes.len() / 20 + 1) {
+        stdin.write_all(slice).unwrap();
+        stdin.flush().unwrap();
+        while let Ok(reply) = host.frames.recv_timeout(Duration::from_millis(20)) {
+            assert_eq!(reply["response_type"], "MessageSaved", "{reply}");
+            acked += 1;
+        }
+    }
+    while acked < NATIVE {
+        let reply = host.frames.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(reply["response_type"], "MessageSaved", "{reply}");
+        acked += 1;
+    }
+    for writer in http_writers {
+        writer.join().unwrap();
+    }
+    let native = http(
+        addr,
+        "GET",
+        "/api/sessions/native/messages?order=oldest&limit=1000",
+        &[],
+        None,
+    )
+    .json();
+    let contents: Vec<String> = native["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().to_string())
+        .collect();
+    // Frames of one connection are handled in parallel, so only the set is fixed.
+    let mut sorted = contents.clone();
+    sorted.sort();
+    let mut expected: Vec<String> = (0..NATIVE).map(|i| format!("n-{i}")).collect();
+    expected.sort();
+    assert_eq!(sorted, expected);
+    for t in 0..HTTP_THREADS {
+        let page = http(
+            addr,
+            "GET",
+            &format!("/api/sessions/http-{t}/messages?order=oldest&limit=1000"),
+            &[],
+            None,
+        )
+        .json();
+        let got: Vec<&str> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap())
+            .collect();
+        let want: Vec<String> = (0..PER_THREAD).map(|i| format!("h{t}-{i}")).collect();
+        assert_eq!(got, want, "one HTTP writer's messages keep their order");
+    }
+    let sessions = http(addr, "GET", "/api/sessions", &[], None).json();
+    assert_eq!(
+        sessions["sessions"].as_array().unwrap().len(),
+        HTTP_THREADS + 1
+    );
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_created_is_a_clear_503_not_a_crash() {
+    let dir = TempDir::new("blocked");
+    let data = dir.path().join("data");
+    std::fs::write(&data, b"a file, not a dir").unwrap();
+    let server = HttpServer::start_with(TempDir::new("blocked-home"), |c| {
+        c.env("TABAGENT_DATA_DIR", &data);
+    });
+    assert_eq!(server.get("/health").status, 200);
+    let reply = server.post(
+        "/api/sessions/s/messages",
+        &json!({"role": "user", "content": "x"}),
+    );
+    assert_eq!(reply.status, 503);
+    let detail = reply.json()["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("cannot create the data dir") && detail.contains("data"),
+        "{detail}"
+    );
+    assert_eq!(server.get("/api/collections").status, 503);
+    // Fixed while running: no restart needed.
+    std::fs::remove_file(&data).unwrap();
+    let reply = server.post(
+        "/api/sessions/s/messages",
+        &json!({"role": "user", "content": "x"}),
+    );
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+}
+
+/// Makes a directory read-only for the test: `chattr +i` when running as
+/// root (permissions do not stop root), `chmod 555` otherwise.
+struct ReadOnly(PathBuf, bool);
+
+impl ReadOnly {
+    fn set(dir: &Path) -> Option<ReadOnly> {
+        let root = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
+        let ok = if root {
+            Command::new("chattr")
+                .arg("+i")
+                .arg(dir)
+                .status()
+                .ok()?
+                .success()
+        } else {
+            Command::new("chmod")
+                .arg("555")
+                .arg(dir)
+                .status()
+                .ok()?
+                .success()
+        };
+        let guard = ReadOnly(dir.to_path_buf(), root);
+        // Only trust it if a write really fails now.
+        let probe = dir.join(".probe");
+        if !ok || std::fs::write(&probe, b"x").is_ok() {
+            let _ = std::fs::remove_file(probe);
+            return None;
+        }
+        Some(guard)
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = if self.1 {
+            Command::new("chattr").arg("-i").arg(&self.0).status()
+        } else {
+            Command::new("chmod").arg("755").arg(&self.0).status()
+        };
+    }
+}
+
+#[test]
+fn a_read_only_data_dir_is_a_clear_503_until_it_is_writable() {
+    let home = TempDir::new("readonly");
+    let data = home.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let Some(read_only) = ReadOnly::set(&data) else {
+        eprintln!("skipped: cannot make a directory read-only here");
+        return;
+    };
+    let server = HttpServer::start_with(TempDir::new("readonly-home"), |c| {
+        c.env("TABAGENT_DATA_DIR", &data);
+    });
+    let reply = server.post(
+        "/api/sessions/s/messages",
+        &json!({"role": "user", "content": "x"}),
+    );
+    assert_eq!(
+        reply.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let detail = reply.json()["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("tabagent.db") && detail.contains("write"),
+        "{detail}"
+    );
+    assert_eq!(server.get("/health").status, 200);
+    drop(read_only);
+    let reply = server.post(
+        "/api/sessions/s/messages",
+        &json!({"role": "user", "content": "x"}),
+    );
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+}
+
+/// A small tmpfs mounted on a dir (root only), unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .ok()?
+            .success();
+        ok.then(|| SmallDisk(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_507_and_acknowledged_messages_stay() {
+    let home = TempDir::new("fulldisk");
+    let data = home.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let Some(disk) = SmallDisk::mount(&data, "1m") else {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    };
+    let server = HttpServer::start_with(TempDir::new("fulldisk-home"), |c| {
+        c.env("TABAGENT_DATA_DIR", &data);
+    });
+    let content = "z".repeat(48 << 10);
+    let mut saved = Vec::new();
+    let error = loop {
+        let reply = server.post(
+            "/api/sessions/s/messages",
+            &json!({"role": "user", "content": content}),
+        );
+        if reply.status != 200 {
+            break reply;
+        }
+        saved.push(reply.json()["message"]["id"].as_i64().unwrap());
+        assert!(saved.len() < 100, "the disk never filled");
+    };
+    assert_eq!(
+        error.status,
+        507,
+        "{}",
+        String::from_utf8_lossy(&error.body)
+    );
+    assert!(error.json()["detail"].as_str().unwrap().contains("full"));
+    assert_eq!(server.get("/health").status, 200, "still serving");
+    let page = server.get("/api/sessions/s/messages?limit=1000").json();
+    assert_eq!(page["messages"].as_array().unwrap().len(), saved.len());
+    drop(server);
+    assert_eq!(integrity(&db_path(&data)), "ok");
+    drop(disk);
+}
+
+#[test]
+fn a_database_from_a_newer_tabagent_is_refused_and_untouched() {
+    let data = TempDir::new("newer");
+    let path = db_path(data.path());
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE later (x); PRAGMA user_version = 42;")
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let dir = data.path().to_path_buf();
+    let server = HttpServer::start_with(data, |_| {});
+    let reply = server.post(
+        "/api/sessions/s/messages",
+        &json!({"role": "user", "content": "x"}),
+    );
+    assert_eq!(reply.status, 503);
+    let detail = reply.json()["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("42") && detail.contains("newer"),
+        "{detail}"
+    );
+    assert_eq!(server.get("/health").status, 200);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert!(!dir.join("tabagent.db-wal").exists());
+}
+
+/// xorshift64*: enough randomness for kill times, reproducible from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn from_time() -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("crash test seed: {seed} (TABAGENT_CRASH_SEED to repeat)");
+        Rng(std::env::var("TABAGENT_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(seed))
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// The crash test: the real binary in native mode saves messages as fast as
+/// it is fed; it is SIGKILLed at a random moment, 24 times on one database.
+/// After each kill every acknowledged message must be there, byte for byte,
+/// and the file must pass `PRAGMA integrity_check`.
+#[test]
+fn acknowledged_messages_survive_sigkill() {
+    let dir = TempDir::new("crash");
+    let mut rng = Rng::from_time();
+    let mut acknowledged: HashMap<i64, String> = HashMap::new();
+    let rounds = 24;
+    let mut kills_mid_write = 0;
+    for round in 0..rounds {
+        let mut child = command(dir.path())
+            .arg(ORIGIN)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let frames = read_frames(child.stdout.take().unwrap());
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let acks: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
+        let collector = {
+            let (in_flight, acks) = (Arc::clone(&in_flight), Arc::clone(&acks));
+            std::thread::spawn(move || {
+                for reply in frames {
+                    assert_eq!(reply["response_type"], "MessageSaved", "{reply}");
+                    let message = &reply["message"];
+                    acks.lock().unwrap().push((
+                        message["id"].as_i64().unwrap(),
+                        message["content"].as_str().unwrap().to_string(),
+                    ));
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
+            })
+        };
+        let killed = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (in_flight, killed) = (Arc::clone(&in_flight), Arc::clone(&killed));
+            std::thread::spawn(move || {
+                for n in 0.. {
+                    while in_flight.load(Ordering::Acquire) >= 32 {
+                        if killed.load(Ordering::Acquire) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    let message = json!({"id": n, "request_type": "SaveMessage",
+                        "session_id": format!("s{}", n % 3), "role": "user",
+                        "content": format!("round {round} message {n} {}", "·".repeat(n % 50))});
+                    in_flight.fetch_add(1, Ordering::AcqRel);
+                    if stdin
+                        .write_all(&frame(message.to_string().as_bytes()))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20 + rng.below(300)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        killed.store(true, Ordering::Release);
+        writer.join().unwrap();
+        collector.join().unwrap();
+        let acks = std::mem::take(&mut *acks.lock().unwrap());
+        if !acks.is_empty() {
+            kills_mid_write += 1;
+        }
+        acknowledged.extend(acks);
+
+        assert_eq!(integrity(&db_path(dir.path())), "ok", "round {round}");
+        let db = Connection::open(db_path(dir.path())).unwrap();
+        let mut read = db
+            .prepare("SELECT content FROM messages WHERE id = ?1")
+            .unwrap();
+        for (id, content) in &acknowledged {
+            let stored: String = read.query_row([id], |r| r.get(0)).unwrap_or_else(|e| {
+                panic!("round {round}: acknowledged message {id} is missing: {e}")
+            });
+            assert_eq!(&stored, content, "round {round}");
+        }
+    }
+    assert!(
+        kills_mid_write >= 20,
+        "only {kills_mid_write} of {rounds} kills came while messages were being saved"
+    );
+    assert!(
+        acknowledged.len() > 1000,
+        "only {} messages were acknowledged",
+        acknowledged.len()
+    );
+    eprintln!(
+        "crash test: {rounds} kills, {} acknowledged messages, all present",
+        acknowledged.len()
+    );
+}
+
+#[test]
+fn retrieval_without_an_embedding_model_says_what_is_missing() {
+    let server = HttpServer::start();
+    let reply = server.post(
+        "/api/collections/kb/documents",
+        &json!({"text": "Some text."}),
+    );
+    let problem = reply.json();
+    let detail = problem["detail"].as_str().unwrap();
+    if cfg!(feature = "onnx") {
+        assert_eq!(reply.status, 404, "{problem}");
+        assert!(detail.contains("embedding model"), "{detail}");
+    } else {
+        assert_eq!(reply.status, 501, "{problem}");
+        assert!(
+            detail.contains("ONNX Runtime") && detail.contains("not enabled"),
+            "{detail}"
+        );
+    }
+    let listed = server.get("/api/collections").json();
+    assert_eq!(listed["collections"], json!([]));
+    assert_eq!(
+        server.post("/api/collections/kb/clear", &json!({})).status,
+        404
+    );
+    assert_eq!(
+        delete(&server, "/api/collections/kb/documents/1").status,
+        404
+    );
+}
+
+/// The models dir of the tests, when the Makefile provides it.
+fn test_models() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("TABAGENT_TEST_MODELS")?);
+    dir.join("all-minilm-l6-v2").is_dir().then_some(dir)
+}
+
+#[test]
+fn retrieval_with_the_real_embedding_model() {
+    let Some(models) = test_models().filter(|_| cfg!(feature = "onnx")) else {
+        eprintln!("skipped: needs the onnx feature and TABAGENT_TEST_MODELS");
+        return;
+    };
+    let server = HttpServer::start_with(TempDir::new("rag"), |c| {
+        c.arg("--models-dir").arg(&models);
+    });
+    let pages = [
+        (
+            "https://example.com/cats",
+            "Cats",
+            "Cats are small carnivorous mammals that people keep as pets. \
+          A cat sleeps for most of the day and purrs when it is content.",
+        ),
+        (
+            "https://example.com/rust",
+            "Rust",
+            "Rust is a systems programming language focused on safety. \
+          Its borrow checker prevents data races at compile time.",
+        ),
+        (
+            "https://example.com/bread",
+            "Bread",
+            "To bake bread, mix flour, water, salt and yeast. \
+          Knead the dough, let it rise, and bake it in a hot oven.",
+        ),
+    ];
+    let started = Instant::now();
+    for (url, title, text) in pages {
+        let reply = server.post(
+            "/api/collections/web/documents",
+            &json!({"text": text, "url": url, "title": title, "metadata": {"tab": 3}}),
+        );
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        assert_eq!(reply.json()["chunks"], 1);
+    }
+    eprintln!(
+        "indexed 3 pages in {:?} (model load included)",
+        started.elapsed()
+    );
+    let ask = |query: &str, extra: Value| {
+        let mut body = json!({"query": query, "top_k": 2});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let reply = server.post("/api/collections/web/query", &body);
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.json()
+    };
+    // A paraphrase with no shared keyword still finds the right page.
+    let found = ask(
+        "Which animal likes to nap and makes a humming sound?",
+        json!({}),
+    );
+    assert_eq!(
+        found["hits"][0]["url"], "https://example.com/cats",
+        "{found}"
+    );
+    assert_eq!(found["hits"][0]["metadata"]["tab"], 3);
+    let hit = &found["hits"][0];
+    assert!(hit["similarity"].as_f64().unwrap() > 0.2, "{hit}");
+    let found = ask("memory safety compiler", json!({"rerank": true}));
+    assert_eq!(found["hits"][0]["title"], "Rust", "{found}");
+    let strict = ask("how do I make a loaf", json!({"min_score": 0.99}));
+    assert_eq!(strict["hits"], json!([]));
+
+    // Re-adding a URL replaces its chunks.
+    let reply = server.post(
+        "/api/collections/web/documents",
+        &json!({"text": "Dogs are loyal animals that love to play fetch.", "url": "https://example.com/cats"}),
+    );
+    assert_eq!(reply.json()["replaced"], true);
+    let listed = server.get("/api/collections").json();
+    assert_eq!(listed["collections"][0]["documents"], 3);
+    assert_eq!(listed["collections"][0]["chunks"], 3);
+    assert_eq!(listed["collections"][0]["model"], "all-minilm-l6-v2");
+    let found = ask("a loyal pet that fetches", json!({}));
+    assert_eq!(found["hits"][0]["url"], "https://example.com/cats");
+    assert!(found["hits"][0]["text"].as_str().unwrap().contains("Dogs"));
+}

@@ -1,0 +1,14 @@
+//! Integration tests, built as one binary: each area is a module, and the
+//! helpers they share are in `util`. They run the real `tabagent` binary.
+
+mod util;
+
+mod cli;
+mod embeddings;
+mod http;
+mod inference;
+mod native;
+mod pull;
+#[cfg(feature = "webrtc")]
+mod rtc;
+mod store;

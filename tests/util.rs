@@ -1,0 +1,373 @@
+//! Helpers shared by the integration tests: temp dirs, the binary as a
+//! native messaging host or an HTTP server, and a minimal HTTP client that
+//! lets a test set any header (Host, Origin) and read SSE.
+
+#![allow(dead_code)] // each test module uses a different subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tabagent"))
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("tabagent-test-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A command for the binary with a private data dir and quiet logs.
+pub fn command(data_dir: &Path) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .env_clear()
+        .env("HOME", data_dir)
+        .env("TABAGENT_DATA_DIR", data_dir)
+        .env("TABAGENT_LOG", "info")
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    if let Some(lib) = std::env::var_os("ORT_DYLIB_PATH") {
+        command.env("ORT_DYLIB_PATH", lib);
+    }
+    command
+}
+
+/// Builds a frame: native-endian length, then the body.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_ne_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// The binary started the way Chrome starts a native messaging host.
+pub struct NativeHost {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    frames: Receiver<Value>,
+    pub data: TempDir,
+}
+
+impl NativeHost {
+    pub fn start() -> NativeHost {
+        Self::start_with(TempDir::new("native"), |_| {})
+    }
+
+    pub fn start_with(data: TempDir, configure: impl FnOnce(&mut Command)) -> NativeHost {
+        let mut command = command(data.path());
+        command.arg("chrome-extension://abcdefghijklmnopabcdefghijklmnop/");
+        configure(&mut command);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, frames) = mpsc::channel();
+        std::thread::spawn(move || {
+            loop {
+                let mut header = [0u8; 4];
+                if stdout.read_exact(&mut header).is_err() {
+                    return;
+                }
+                let mut body = vec![0u8; u32::from_ne_bytes(header) as usize];
+                if stdout.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let value: Value =
+                    serde_json::from_slice(&body).expect("the host writes JSON frames only");
+                if tx.send(value).is_err() {
+                    return;
+                }
+            }
+        });
+        NativeHost {
+            child,
+            stdin,
+            frames,
+            data,
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn send(&mut self, message: &Value) {
+        self.send_raw(&frame(message.to_string().as_bytes()));
+    }
+
+    /// The next frame; panics after `timeout`.
+    pub fn recv_within(&self, timeout: Duration) -> Value {
+        self.frames
+            .recv_timeout(timeout)
+            .expect("a reply frame in time")
+    }
+
+    pub fn recv(&self) -> Value {
+        self.recv_within(Duration::from_secs(20))
+    }
+
+    /// Frames until one with `done: true` for `id`; returns them all.
+    pub fn recv_until_done(&self, id: &Value) -> Vec<Value> {
+        let mut frames = Vec::new();
+        loop {
+            let frame = self.recv();
+            let done = frame["id"] == *id && frame["done"] == true;
+            frames.push(frame);
+            if done {
+                return frames;
+            }
+        }
+    }
+
+    pub fn request(&mut self, message: Value) -> Value {
+        let id = message["id"].clone();
+        self.send(&message);
+        self.recv_until_done(&id).pop().unwrap()
+    }
+
+    /// Closes stdin and waits (bounded) for the exit status code.
+    pub fn close_and_wait(&mut self) -> Option<i32> {
+        self.stdin.take();
+        wait_exit(&mut self.child, Duration::from_secs(20))
+    }
+}
+
+impl Drop for NativeHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for a child to exit, killing it after `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    panic!("the process did not exit within {timeout:?}");
+}
+
+/// The binary serving HTTP on a free port.
+pub struct HttpServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data: TempDir,
+}
+
+impl HttpServer {
+    pub fn start() -> HttpServer {
+        Self::start_with(TempDir::new("http"), |_| {})
+    }
+
+    pub fn start_with(data: TempDir, configure: impl FnOnce(&mut Command)) -> HttpServer {
+        let mut command = command(data.path());
+        command.args(["--mode", "http", "--bind", "127.0.0.1:0"]);
+        configure(&mut command);
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("HTTP on http://").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                    }
+                }
+                if std::env::var_os("TABAGENT_TEST_LOG").is_some() {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server says where it listens");
+        HttpServer { child, addr, data }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn get(&self, path: &str) -> HttpReply {
+        http(self.addr, "GET", path, &[], None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> HttpReply {
+        http(
+            self.addr,
+            "POST",
+            path,
+            &[],
+            Some(body.to_string().as_bytes()),
+        )
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response as a test sees it.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `data:` payloads of an event stream.
+    pub fn events(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.body)
+            .split("\n\n")
+            .filter_map(|event| event.trim().strip_prefix("data: ").map(String::from))
+            .collect()
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`); the headers given
+/// override the defaults (Host, Content-Type).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> HttpReply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        {
+            head.push_str("Content-Type: application/json\r\n");
+        }
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    if let Some(body) = body {
+        stream.write_all(body).unwrap();
+    }
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> HttpReply {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    HttpReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
+        data = &data[line_end + 2 + size + 2..];
+    }
+}
