@@ -10,12 +10,12 @@ MODELS_DIR  ?= $(DATA_DIR)/models
 # Tests use models fetched into the build dir, never the user's data dir.
 TEST_MODELS := $(CURDIR)/target/test-models
 TEST_LIB    := $(TEST_MODELS)/lib/libonnxruntime.so
-APT_PACKAGES := cmake clang libclang-dev wrk
-PIP_PACKAGES := 'gguf==0.19.*' numpy
+APT_PACKAGES := cmake clang libclang-dev wrk chromium iproute2
+PIP_PACKAGES := 'gguf==0.19.*' numpy openai
 
 BIN := target/release/tabagent
 
-.PHONY: run build models test bench deps apt pip clean
+.PHONY: run build models test test-extension bench deps apt pip npm clean
 
 run: deps build models
 	$(BIN) --data-dir "$(DATA_DIR)" --models-dir "$(MODELS_DIR)"
@@ -27,16 +27,35 @@ build: deps
 models:
 	$(PYTHON) assets/fetch_models.py --models-dir "$(MODELS_DIR)" --lib-dir "$(DATA_DIR)/lib"
 
-test: deps
+test: deps test-extension
+	$(CARGO) build --release
 	$(PYTHON) assets/fetch_models.py --models-dir "$(TEST_MODELS)" --lib-dir "$(TEST_MODELS)/lib"
 	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release
+	# The extension in headless Chromium against the real binary and models
+	# (native messaging, then WebRTC), in a loopback-only network namespace.
+	ORT_DYLIB_PATH="$(TEST_LIB)" sh extension/test/e2e/run-real.sh $(BIN) "$(TEST_MODELS)"
 	$(CARGO) build --release --no-default-features --target-dir target/slim
 	@ls -l target/slim/release/tabagent | awk '{print "transport-only binary: " $$5 " bytes"}'
 
-bench: deps build
-	$(CARGO) test --release --test bench_transport
+# The extension's unit tests (node's runner, fake ports) and its type check.
+test-extension: npm
+	cd extension && npm test && npm run check
 
-deps: apt pip
+# Speed figures, measured side by side in one run (see each bench's header).
+bench: deps build
+	@$(PYTHON) -c "import onnxruntime, tokenizers" 2>/dev/null || $(PYTHON) -m pip install -q onnxruntime tokenizers
+	$(PYTHON) assets/fetch_models.py --models-dir "$(TEST_MODELS)" --lib-dir "$(TEST_MODELS)/lib"
+	$(CARGO) test --release --test bench_transport
+	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_llama
+	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_embed
+	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_store
+	$(CARGO) test --release --test bench_rtc
+
+deps: apt pip npm
+
+npm:
+	cd extension && npm ci --no-audit --no-fund --silent && npm run build --silent
+	cd tests/browser && npm ci --no-audit --no-fund --silent
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -46,7 +65,7 @@ apt:
 	fi
 
 pip:
-	@$(PYTHON) -c "import gguf, numpy" 2>/dev/null || $(PYTHON) -m pip install -q $(PIP_PACKAGES)
+	@$(PYTHON) -c "import gguf, numpy, openai" 2>/dev/null || $(PYTHON) -m pip install -q $(PIP_PACKAGES)
 
 clean:
 	$(CARGO) clean

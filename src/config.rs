@@ -9,7 +9,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -189,8 +188,6 @@ settings! {
     allowed_hosts: List = |_: &Defaults| List::default(),
     /// Largest HTTP request body in bytes.
     max_body_bytes: u64 = |_: &Defaults| 64 << 20,
-    /// Seconds a client may take to send its request.
-    request_timeout: Seconds = |_: &Defaults| Seconds(30),
     /// Jobs each pool lane accepts before it answers 503.
     queue_capacity: usize = |_: &Defaults| 256,
     /// Bytes loaded models may take in all (0: the memory available).
@@ -234,11 +231,6 @@ impl Config {
             merged.models_dir = merged.data_dir.as_ref().map(|d| d.join("models"));
         }
         Config::resolve(merged, &Defaults { data_dir })
-    }
-
-    /// How long a client may take to send its request.
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout.0)
     }
 }
 
@@ -288,7 +280,6 @@ mod tests {
         assert_eq!(config.bind.port(), 3333);
         assert_eq!(config.mode, Mode::Native);
         assert_eq!(config.log, "warn");
-        assert_eq!(config.request_timeout, Seconds(30));
     }
 
     #[test]

@@ -251,16 +251,15 @@ pub fn pull(
     fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
     let _active = Active::claim(&target.path)?;
     // Already there with the right digest: nothing to fetch.
-    if let Some(want) = &expected {
-        if let Ok((digest, size)) = hash_file(&target.path) {
-            if &digest == want {
-                return Ok(PullComplete {
-                    model: target.id,
-                    size_bytes: size,
-                    sha256: digest,
-                });
-            }
-        }
+    if let Some(want) = &expected
+        && let Ok((digest, size)) = hash_file(&target.path)
+        && &digest == want
+    {
+        return Ok(PullComplete {
+            model: target.id,
+            size_bytes: size,
+            sha256: digest,
+        });
     }
     let (size, digest) = download(&target, cancel, progress)?;
     let part = target.part();
@@ -269,13 +268,13 @@ pub fn pull(
         let _ = fs::remove_file(target.meta());
         ApiError::invalid(detail)
     };
-    if let Some(want) = &expected {
-        if &digest != want {
-            return Err(discard(format!(
-                "sha256 mismatch for {}: expected {want}, got {digest}; the download was discarded",
-                target.url
-            )));
-        }
+    if let Some(want) = &expected
+        && &digest != want
+    {
+        return Err(discard(format!(
+            "sha256 mismatch for {}: expected {want}, got {digest}; the download was discarded",
+            target.url
+        )));
     }
     if target.path.extension().is_some_and(|e| e == "gguf") && !starts_with(&part, b"GGUF") {
         return Err(discard(format!(

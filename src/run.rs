@@ -149,7 +149,6 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
             cors_origins: config.cors_origins.0.clone(),
             allowed_hosts: config.allowed_hosts.0.clone(),
             max_body_bytes: config.max_body_bytes,
-            request_timeout: config.request_timeout(),
             workers: cores.max(2),
         };
         match HttpServer::start(http_config, Arc::clone(&handler)) {

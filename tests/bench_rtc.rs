@@ -26,7 +26,8 @@ use client::{Client, http_json};
 
 fn main() {
     let data = util::TempDir::new("bench-rtc");
-    let (mut server, http) = start(&data);
+    let (server, http) = start(&data);
+    idle_session_memory(&server, http);
 
     let mut open_ms: Vec<f64> = (0..30)
         .map(|_| {
@@ -40,11 +41,12 @@ fn main() {
         .collect();
     open_ms.sort_by(f64::total_cmp);
     println!(
-        "offer POST to open data channel: median {:.2} ms, max {:.2} ms (30 sessions)",
+        "offer POST to open data channel: median {:.2} ms, max {:.2} ms (30 sessions, one at a time)",
         open_ms[15], open_ms[29]
     );
 
-    let mut client = Client::connect(http);
+    let (mut client, _) = Client::signal_with(http, 128 * 1024);
+    client.wait_open(Duration::from_secs(10));
     let n = 20_000;
     let mut rtt: Vec<f64> = Vec::with_capacity(n);
     for i in 0..n {
@@ -88,10 +90,17 @@ fn main() {
         messages as f64 * 65_536.0 / seconds / 1e6
     );
     close(http, &client);
-    drop(client);
+    drop(server);
+}
 
+/// Server RSS growth per connected, idle session (100 of them, on a fresh
+/// server after one warm-up session).
+fn idle_session_memory(server: &Server, http: SocketAddr) {
+    let mut warm = Client::connect(http);
+    warm.call(json!({"id": 0, "request_type": "Health"}));
+    close(http, &warm);
     std::thread::sleep(Duration::from_millis(300));
-    let before = rss_kib(&server);
+    let before = rss_kib(server);
     let mut clients: Vec<Client> = (0..100).map(|_| Client::signal(http).0).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     while clients.iter().any(|c| c.channel.is_none()) {
@@ -101,21 +110,24 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    for _ in 0..200 {
+    for client in &mut clients {
+        client.send(&json!({"id": 1, "request_type": "Health"}));
+    }
+    while clients.iter().any(|c| c.inbox.is_empty()) {
+        assert!(Instant::now() < deadline, "not every session answered");
         for client in &mut clients {
             client.drive(Duration::ZERO);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let after = rss_kib(&server);
+    let after = rss_kib(server);
     println!(
-        "server RSS per idle connected session: {:.1} KiB ({} KiB before, {} KiB with 100 sessions)",
+        "server RSS per idle connected session: {:.1} KiB ({before} KiB before, {after} KiB with 100 sessions that each answered one request)",
         (after as f64 - before as f64) / 100.0,
-        before,
-        after
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    for client in &clients {
+        close(http, client);
+    }
 }
 
 /// Drives until `count` replies matching `is_reply` have arrived.
@@ -143,11 +155,26 @@ fn close(http: SocketAddr, client: &Client) {
     );
 }
 
-fn start(data: &util::TempDir) -> (Child, SocketAddr) {
+/// The server process, killed when dropped (also when the bench panics).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(data: &util::TempDir) -> (Server, SocketAddr) {
     let mut child = util::command(data.path())
         .args(["--mode", "webrtc", "--bind", "127.0.0.1:0"])
         .env("TABAGENT_WEBRTC_HOSTS", "127.0.0.1")
-        .env("TABAGENT_LOG", "warn,tabagent::transport::http=info")
+        .env(
+            "TABAGENT_LOG",
+            std::env::var("TABAGENT_BENCH_LOG")
+                .map(|log| format!("{log},tabagent::transport::http=info"))
+                .unwrap_or_else(|_| "warn,tabagent::transport::http=info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -159,17 +186,19 @@ fn start(data: &util::TempDir) -> (Child, SocketAddr) {
         for line in stderr.lines().map_while(Result::ok) {
             if let Some(addr) = line.split("HTTP on http://").nth(1) {
                 let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+            } else {
+                eprintln!("server: {line}");
             }
         }
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the server starts");
-    (child, addr)
+    (Server(child), addr)
 }
 
-fn rss_kib(child: &Child) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+fn rss_kib(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.0.id())).unwrap();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))

@@ -4,8 +4,10 @@
 mod util;
 
 mod cli;
+#[cfg(feature = "onnx")]
 mod embeddings;
 mod http;
+#[cfg(feature = "llama")]
 mod inference;
 mod native;
 mod pull;

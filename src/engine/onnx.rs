@@ -19,9 +19,10 @@
 //! one at a time (they share the session and its scratch buffers).
 //!
 //! Speed comes from the batch shape: texts are sorted by token count and cut
-//! into batches of [`BATCH_SIZE`], each padded only to its own longest text
-//! (the shipped MiniLM tokenizer pads everything to 128; that is switched
-//! off), and the input buffers are reused from batch to batch.
+//! into batches of at most [`BATCH_SIZE`], each padded only to its own
+//! longest text and cut early rather than carry much padding (the shipped
+//! MiniLM tokenizer pads everything to 128; that is switched off), and the
+//! input buffers are reused from batch to batch.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -153,7 +154,8 @@ impl OnnxModel {
         let session = Session::builder(&environment)
             .map_err(|e| ApiError::internal(format!("ONNX Runtime: {e}")))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
-            .and_then(|b| b.with_intra_threads(threads))
+            .map_err(|e| ApiError::internal(format!("ONNX Runtime: {e}")))?
+            .with_intra_threads(threads)
             .map_err(|e| ApiError::internal(format!("ONNX Runtime: {e}")))?
             .commit_from_file(&graph)
             .map_err(|e| invalid(&e))?;
@@ -415,12 +417,40 @@ fn estimate_memory(graph: &Path, tokenizer: &Path) -> u64 {
     size(graph) * 2 + size(tokenizer) * 3 + (16 << 20)
 }
 
-/// Indices of `lengths` sorted by length, cut into batches of `size`: each
-/// batch pads only to its own longest text.
+/// A batch may carry this many padded tokens before padding limits apply:
+/// below it, one more forward pass costs more than the padding saves.
+const SMALL_BATCH_TOKENS: usize = 512;
+/// Past [`SMALL_BATCH_TOKENS`], a batch is cut before padding exceeds this
+/// share (in percent) of its tokens.
+const MAX_PADDING_PERCENT: usize = 15;
+
+/// Indices of `lengths` sorted by length, cut into batches of at most `size`
+/// that each pad only to their own longest text; a batch is also cut early
+/// when the next text would make more than 15% of it padding (so 32 texts of
+/// mixed lengths in one request still run with little padding).
 pub fn batches(lengths: &[usize], size: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| lengths[i]);
-    order.chunks(size.max(1)).map(<[usize]>::to_vec).collect()
+    let mut out = Vec::new();
+    let (mut current, mut tokens) = (Vec::new(), 0usize);
+    for i in order {
+        let len = lengths[i];
+        // Sorted ascending: `len` is the longest so far, the batch's new width.
+        let padded = (current.len() + 1) * len;
+        let waste = padded - (tokens + len);
+        let full = current.len() >= size.max(1);
+        let wasteful = padded > SMALL_BATCH_TOKENS && waste * 100 > padded * MAX_PADDING_PERCENT;
+        if !current.is_empty() && (full || wasteful) {
+            out.push(std::mem::take(&mut current));
+            tokens = 0;
+        }
+        current.push(i);
+        tokens += len;
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
 }
 
 /// Pools `[rows, seq, dims]` token vectors (row-major) under `mask` (`[rows, seq]`).
@@ -485,6 +515,15 @@ mod tests {
         let lengths = [5, 1, 9, 2, 8, 3];
         assert_eq!(batches(&lengths, 2), [vec![1, 3], vec![5, 0], vec![4, 2]]);
         assert_eq!(batches(&[], 32), Vec::<Vec<usize>>::new());
+        // Wide spread past the small-batch size: cut where padding would pass 15%.
+        let lengths = [10, 100, 12, 110, 11, 105, 9, 100, 10, 100];
+        let cut: Vec<Vec<usize>> = batches(&lengths, 32);
+        assert_eq!(cut, [vec![6, 0, 8, 4, 2], vec![1, 7, 9, 5, 3]]);
+        let padding = |b: &Vec<usize>| {
+            let max = b.iter().map(|&i| lengths[i]).max().unwrap();
+            b.iter().map(|&i| max - lengths[i]).sum::<usize>()
+        };
+        assert!(cut.iter().all(|b| padding(b) * 100 <= 15 * b.len() * 110));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! generation), builds the prompt from the session's history — the request's
 //! system prompt first, then the newest turns that fit the model's context
 //! with room left for the reply, oldest dropped first — runs the chat through
-//! [`ChatRunner`] (streaming `ChatChunk`s exactly like Chat), and stores the
+//! [`super::chat::ChatRunner`] (streaming `ChatChunk`s exactly like Chat), and stores the
 //! reply with its model, usage and finish reason as metadata. A generation
 //! that fails stores no reply. A cancelled one (StopGeneration, or the client
 //! went away) stores the text generated so far, marked `"partial": true`:
@@ -24,7 +24,6 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::chat::ChatRunner;
 use super::{Handler, Outcome};
 use crate::api::{
     ChatHistoryRequest, ChatMessage, FinishReason, ListSessionsRequest, Reply, Response,

@@ -130,10 +130,21 @@ impl Handler {
     ) -> Option<Response> {
         match self.handle(request, now) {
             Outcome::Reply(response) => Some(response),
-            Outcome::Job(job) => match self.jobs.submit(id, job, sink()) {
-                Ok(()) => None,
-                Err(error) => Some(Response::error(error)),
-            },
+            Outcome::Job(job) => {
+                // The sink owns the transport's request (HTTP): a refusal
+                // (full queue) must go through it, not be returned.
+                let sink = sink();
+                match self.jobs.submit(id.clone(), job, Arc::clone(&sink)) {
+                    Ok(()) => None,
+                    Err(error) => {
+                        sink.deliver(crate::api::Reply {
+                            id,
+                            response: Response::error(error),
+                        });
+                        None
+                    }
+                }
+            }
             Outcome::Loop(command) => self.to_loop(id, command, sink()),
             Outcome::Subscribe(kinds) => self.subscribe(id, kinds, sink()),
             Outcome::Deferred(start) => {
@@ -196,47 +207,6 @@ impl Handler {
             Request::RagQuery(request) => self.rag_query(request, now),
             Request::ListCollections(_) => self.list_collections(),
             Request::ClearCollection(request) => self.clear_collection(request),
-            other => reply(Err(not_built_yet(&other))),
         }
     }
-}
-
-/// The 501 of a request type whose capability this version does not have.
-fn not_built_yet(request: &Request) -> ApiError {
-    let capability = match request {
-        Request::Chat(_) | Request::Generate(_) | Request::Tokenize(_) | Request::Detokenize(_) => {
-            "chat and generation need the llama.cpp inference engine"
-        }
-        Request::Responses(_) => {
-            "session chat needs the inference engine and the chat history store"
-        }
-        Request::LoadModel(_)
-        | Request::UnloadModel(_)
-        | Request::ModelInfo(_)
-        | Request::PullModel(_)
-        | Request::DeleteModel(_)
-        | Request::EstimateMemory(_)
-        | Request::CheckCompatibility(_)
-        | Request::GetRecipes(_)
-        | Request::GetRegisteredModels(_)
-        | Request::ListLoadedModels(_)
-        | Request::SelectModel(_) => "model lifecycle management needs the inference engine",
-        Request::Embeddings(_) | Request::Rerank(_) => {
-            "embeddings and rerank need the ONNX Runtime engine"
-        }
-        Request::RagQuery(_)
-        | Request::AddDocument(_)
-        | Request::DeleteDocument(_)
-        | Request::ListCollections(_)
-        | Request::ClearCollection(_) => "retrieval needs the document store",
-        Request::ChatHistory(_)
-        | Request::SaveMessage(_)
-        | Request::ListSessions(_)
-        | Request::DeleteSession(_) => "chat history needs the SQLite store",
-        _ => "this capability",
-    };
-    ApiError::not_implemented(format!(
-        "{}: {capability}, which this version does not have yet",
-        request.name()
-    ))
 }

@@ -45,7 +45,7 @@ pub(crate) struct Task<T> {
 }
 
 impl<T: Send + 'static> Task<T> {
-    pub(crate) fn new(
+    pub(crate) fn boxed(
         apply: impl FnOnce(&Connection, i64) -> Result<T, StoreError> + Send + 'static,
         done: impl FnOnce(Result<T, StoreError>) + Send + 'static,
     ) -> Box<dyn Write> {

@@ -233,7 +233,7 @@ impl Store {
         apply: impl FnOnce(&Connection, i64) -> Result<T, StoreError> + Send + 'static,
         done: impl FnOnce(Result<T, StoreError>) + Send + 'static,
     ) {
-        self.writer.submit(Task::new(apply, done));
+        self.writer.submit(Task::boxed(apply, done));
     }
 
     /// Runs `apply` in the writer's next batch and waits for the commit.

@@ -39,11 +39,19 @@ pub struct Client {
 impl Client {
     /// A peer with a data channel in its offer; returns it and the offer SDP.
     pub fn offer() -> (Client, String) {
+        // Large enough for the tests' 300 kB messages.
+        Client::offer_with(1 << 20)
+    }
+
+    /// Same, with `sctp_buffer` bytes of SCTP send buffer (sctp-proto slows
+    /// down as more data waits in it: the bench uses 128 KiB).
+    pub fn offer_with(sctp_buffer: usize) -> (Client, String) {
         init_crypto();
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20);
         let local = socket.local_addr().unwrap();
         let mut rtc = Rtc::builder()
-            .set_sctp_max_buffered_amount(4 << 20)
+            .set_sctp_max_buffered_amount(sctp_buffer)
             .set_sctp_max_message_size(256 * 1024)
             .build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
@@ -94,7 +102,12 @@ impl Client {
 
     /// Offers through `POST /v1/webrtc/offer` on `http`; returns the signal reply.
     pub fn signal(http: SocketAddr) -> (Client, Value) {
-        let (mut client, sdp) = Client::offer();
+        Client::signal_with(http, 1 << 20)
+    }
+
+    /// Same, with an SCTP send buffer of `sctp_buffer` bytes.
+    pub fn signal_with(http: SocketAddr, sctp_buffer: usize) -> (Client, Value) {
+        let (mut client, sdp) = Client::offer_with(sctp_buffer);
         let reply = post(
             http,
             "/v1/webrtc/offer",

@@ -29,6 +29,7 @@ pub struct TestServer {
     handle: LoopHandle,
     thread: Option<JoinHandle<()>>,
     http_server: Option<HttpServer>,
+    #[allow(dead_code)] // read by the llama test only
     pub data: TempDir,
 }
 
@@ -67,7 +68,6 @@ impl TestServer {
                 cors_origins: Vec::new(),
                 allowed_hosts: Vec::new(),
                 max_body_bytes: 16 << 20,
-                request_timeout: Duration::from_secs(30),
                 workers: 2,
             },
             Arc::clone(&handler),

@@ -14,22 +14,18 @@
 //
 // The real end-to-end test (real tabagent, real model, WebRTC) belongs to
 // the project's `make test`; this one guards the extension on its own.
-import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 
-import { extensionIdFromKey } from '../../scripts/keygen.mjs';
+import { Checks, assert, ext, findChromium, id, launch, sleep } from './harness.mjs';
 import { startMockRtcServer } from './mock-rtc-server.mjs';
 
-const ext = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const id = extensionIdFromKey(JSON.parse(readFileSync(join(ext, 'manifest.json'), 'utf8')).key);
-const chromium = process.env.CHROMIUM ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find(existsSync);
+const chromium = findChromium();
 const out = process.env.SMOKE_OUT ?? mkdtempSync(join(tmpdir(), 'tabagent-smoke-out-'));
 mkdirSync(out, { recursive: true });
-let passed = 0;
-let failed = 0;
+const checks = new Checks();
+const check = checks.check.bind(checks);
 
 if (!chromium) {
   console.log('smoke: no Chromium found (set CHROMIUM); skipped');
@@ -39,63 +35,6 @@ if (!existsSync(join(ext, 'vendor', 'marked.esm.js'))) {
   console.error('smoke: run `npm run build` first');
   process.exit(1);
 }
-
-/** Chrome DevTools protocol over the pipe: JSON messages separated by NUL. */
-class Cdp {
-  #next = 1;
-  /** @type {Map<number, {resolve: (v: any) => void, reject: (e: Error) => void}>} */
-  #calls = new Map();
-  /** @type {((msg: any) => void)[]} */
-  listeners = [];
-  /** @param {import('node:stream').Writable} w @param {import('node:stream').Readable} r */
-  constructor(w, r) {
-    this.w = w;
-    let buf = '';
-    r.setEncoding('utf8');
-    r.on('data', (chunk) => {
-      buf += chunk;
-      let i;
-      while ((i = buf.indexOf('\0')) >= 0) {
-        const msg = JSON.parse(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-        const call = msg.id !== undefined ? this.#calls.get(msg.id) : undefined;
-        if (call) {
-          this.#calls.delete(msg.id);
-          if (msg.error) call.reject(new Error(`${msg.error.message} ${msg.error.data ?? ''}`));
-          else call.resolve(msg.result);
-        } else {
-          for (const l of this.listeners) l(msg);
-        }
-      }
-    });
-  }
-  /** @param {string} method @param {object} [params] @param {string} [sessionId] @returns {Promise<any>} */
-  send(method, params = {}, sessionId) {
-    const id = this.#next++;
-    this.w.write(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }) + '\0');
-    return new Promise((resolve, reject) => this.#calls.set(id, { resolve, reject }));
-  }
-}
-
-/** @param {string} name @param {() => Promise<void>} fn */
-async function check(name, fn) {
-  try {
-    await fn();
-    passed++;
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    failed++;
-    console.log(`not ok - ${name}\n  ${/** @type {Error} */ (e).stack?.split('\n').slice(0, 3).join('\n  ')}`);
-  }
-}
-
-/** @param {unknown} cond @param {string} what */
-function assert(cond, what) {
-  if (!cond) throw new Error(what);
-}
-
-/** @param {number} ms */
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---- profile with the mock host registered ----------------------------------
 const profile = mkdtempSync(join(tmpdir(), 'tabagent-smoke-profile-'));
@@ -115,88 +54,18 @@ writeFileSync(
   }),
 );
 
-const args = [
-  '--headless=new',
-  `--user-data-dir=${profile}`,
-  `--load-extension=${ext}`,
-  `--disable-extensions-except=${ext}`,
-  '--remote-debugging-pipe',
-  '--no-first-run',
-  '--no-default-browser-check',
-  '--disable-gpu',
-  '--disable-features=WebRtcHideLocalIpsWithMdns',
-  ...(process.getuid?.() === 0 ? ['--no-sandbox'] : []),
-];
-const browser = spawn(chromium, args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] });
-let stderr = '';
-browser.stderr?.on('data', (d) => (stderr += d));
-const cdp = new Cdp(/** @type {any} */ (browser.stdio[3]), /** @type {any} */ (browser.stdio[4]));
-/** @type {string[]} */
-const pageErrors = [];
-cdp.listeners.push((msg) => {
-  if (msg.method === 'Runtime.exceptionThrown') pageErrors.push(msg.params.exceptionDetails?.exception?.description ?? msg.params.exceptionDetails?.text);
-  if (msg.method === 'Runtime.consoleAPICalled' && msg.params.type === 'error') pageErrors.push(msg.params.args.map((/** @type {any} */ a) => a.value ?? a.description).join(' '));
-});
-
-/** Open a page in a new target; return an evaluator bound to it. @param {string} url */
-async function open(url, width = 420, height = 760) {
-  const { targetId } = await cdp.send('Target.createTarget', { url: 'about:blank' });
-  const { sessionId } = await cdp.send('Target.attachToTarget', { targetId, flatten: true });
-  await cdp.send('Runtime.enable', {}, sessionId);
-  await cdp.send('Page.enable', {}, sessionId);
-  await cdp.send('Emulation.setDeviceMetricsOverride', { width, height, deviceScaleFactor: 1, mobile: false }, sessionId);
-  await cdp.send('Page.navigate', { url }, sessionId);
-  /** @param {string} expression */
-  const evaluate = async (expression) => {
-    const r = await cdp.send('Runtime.evaluate', { expression, awaitPromise: true, returnByValue: true }, sessionId);
-    if (r.exceptionDetails) throw new Error(r.exceptionDetails.exception?.description ?? r.exceptionDetails.text);
-    return r.result.value;
-  };
-  /** @param {string} expression @param {number} [timeoutMs] */
-  const waitFor = async (expression, timeoutMs = 15_000) => {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        const v = await evaluate(expression);
-        if (v) return v;
-      } catch {
-        // not loaded yet
-      }
-      if (Date.now() > end) throw new Error(`timed out waiting for ${expression}`);
-      await sleep(100);
-    }
-  };
-  const screenshot = async (/** @type {string} */ name) => {
-    const { data } = await cdp.send('Page.captureScreenshot', { format: 'png' }, sessionId);
-    const file = join(out, name);
-    writeFileSync(file, Buffer.from(data, 'base64'));
-    return file;
-  };
-  return { evaluate, waitFor, screenshot, sessionId };
-}
+const { cdp, pageErrors, open, findWorker, extensionInfo, close, stderr } = launch({ chromium, profile, out });
 
 try {
   await cdp.send('Target.setDiscoverTargets', { discover: true });
-  const worker = await (async () => {
-    for (let i = 0; i < 100; i++) {
-      const { targetInfos } = await cdp.send('Target.getTargets');
-      const w = targetInfos.find((/** @type {any} */ t) => t.type === 'service_worker' && t.url.startsWith(`chrome-extension://${id}/`));
-      if (w) return w;
-      await sleep(100);
-    }
-    return null;
-  })();
+  const worker = await findWorker();
 
   await check(`the extension loads with the pinned id ${id}`, async () => {
-    assert(worker, `no service worker for ${id}; stderr:\n${stderr.slice(-2000)}`);
+    assert(worker, `no service worker for ${id}; stderr:\n${stderr().slice(-2000)}`);
   });
 
   await check('chrome://extensions reports no warnings or errors for it', async () => {
-    const page = await open('chrome://extensions');
-    const info = await page.waitFor(
-      `chrome.developerPrivate.getExtensionsInfo({includeDisabled: true, includeTerminated: true}).then(list => JSON.stringify(list.find(e => e.id === '${id}') ?? null))`,
-    );
-    const e = JSON.parse(info);
+    const e = await extensionInfo();
     assert(e, 'extension not listed');
     const problems = [...(e.installWarnings ?? []), ...(e.manifestErrors ?? []).map((/** @type {any} */ m) => m.message)];
     assert(problems.length === 0, `warnings: ${JSON.stringify(problems)}`);
@@ -313,11 +182,8 @@ try {
     assert(real.length === 0, real.join('\n'));
   });
 } finally {
-  const exited = new Promise((r) => browser.once('exit', r));
-  browser.kill();
-  await Promise.race([exited, sleep(5000)]);
+  await close();
   rmSync(profile, { recursive: true, force: true, maxRetries: 3 });
 }
 console.log(`# screenshots in ${out}`);
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+process.exit(checks.summary());

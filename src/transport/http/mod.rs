@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 use tiny_http::{Method, Request as HttpRequest, Server};
@@ -44,8 +44,6 @@ pub struct HttpConfig {
     pub allowed_hosts: Vec<String>,
     /// Largest body in bytes.
     pub max_body_bytes: u64,
-    /// Time a client may take to send a request.
-    pub request_timeout: Duration,
     /// Threads taking requests from tiny_http.
     pub workers: usize,
 }
@@ -62,12 +60,11 @@ impl HttpServer {
     /// Binds and starts the workers.
     pub fn start(config: HttpConfig, handler: Arc<Handler>) -> std::io::Result<HttpServer> {
         let listener = std::net::TcpListener::bind(config.bind)?;
-        // Linux copies SO_RCVTIMEO to every accepted socket: the only way to
-        // give tiny_http's connections a read timeout (it then answers 408
-        // itself). TCP_NODELAY stays off on purpose: tiny_http writes a
-        // response in several small writes, and Nagle coalesces them (measured:
-        // nodelay cost ~40% of /health throughput on one connection).
-        socket2::SockRef::from(&listener).set_read_timeout(Some(config.request_timeout))?;
+        // TCP_NODELAY stays off on purpose: tiny_http writes a response in
+        // several small writes, and Nagle coalesces them (measured: nodelay
+        // cost ~40% of /health throughput on one connection). No read timeout
+        // either: on Linux SO_RCVTIMEO on the listener also times out
+        // accept(), which stops tiny_http's accept thread for good.
         let address = listener.local_addr()?;
         let server =
             Arc::new(Server::from_listener(listener, None).map_err(std::io::Error::other)?);

@@ -236,8 +236,9 @@ fn open_stream(
     }
     head.push_str("\r\n");
     let mut writer = request.into_writer();
+    // Buffered, not flushed: the head leaves in one segment with the first
+    // event (a head sent alone would hold that event back behind Nagle).
     writer.write_all(head.as_bytes())?;
-    writer.flush()?;
     Ok(writer)
 }
 

@@ -10,6 +10,9 @@ use str0m::net::Transmit;
 
 use crate::config::PortRange;
 
+/// Bytes of kernel buffer asked for per UDP socket, each way.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 /// The bound sockets; socket `i` has token `first + i`.
 pub struct Sockets {
     sockets: Vec<(UdpSocket, SocketAddr)>,
@@ -76,7 +79,16 @@ fn bind_in_range(ip: IpAddr, ports: PortRange) -> io::Result<UdpSocket> {
     let mut last_error = None;
     for port in ports.first..=ports.last {
         match UdpSocket::bind(SocketAddr::new(ip, port)) {
-            Ok(socket) => return Ok(socket),
+            Ok(socket) => {
+                // The loop drains the socket between other work: a burst from a
+                // fast sender must not overflow the default ~200 KiB buffer
+                // (drops cost SCTP a retransmission timeout). The kernel caps
+                // these at net.core.rmem_max / wmem_max.
+                let options = socket2::SockRef::from(&socket);
+                let _ = options.set_recv_buffer_size(SOCKET_BUFFER);
+                let _ = options.set_send_buffer_size(SOCKET_BUFFER);
+                return Ok(socket);
+            }
             Err(e) => last_error = Some(e),
         }
     }

@@ -9,7 +9,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::{Candidate, Rtc};
 
 use super::framing::MIN_FRAME;
-use super::server::{RtcServer, SCTP_BUFFER};
+use super::server::{MAX_FRAME, RtcServer, SCTP_BUFFER};
 use super::session::{Negotiation, Session, SessionId};
 use crate::api::{
     CreateOfferRequest, IceCandidateRequest, Response, RtcCommand, RtcSession, RtcSessionList,
@@ -241,9 +241,10 @@ impl RtcServer {
 
     /// The largest message to send a peer that announced `remote_max`.
     fn frame_limit(&self, remote_max: usize) -> usize {
+        // MIN_FRAME (1 KiB) < MAX_FRAME (128 KiB): clamp cannot panic.
         remote_max
             .min(self.settings.max_message_bytes)
-            .max(MIN_FRAME)
+            .clamp(MIN_FRAME, MAX_FRAME)
     }
 }
 

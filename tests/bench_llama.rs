@@ -1,0 +1,417 @@
+//! `make bench`: GGUF generation through tabagent against llama.cpp driven
+//! directly through llama-cpp-2, side by side in one run, on the same model,
+//! prompt (~200 tokens), context settings and thread count (2).
+//!
+//! Each round runs the direct path, then tabagent over HTTP (SSE) and over
+//! native messaging, all measured at the client: time to first token, prompt
+//! tokens/s (prompt tokens over the time to first token) and generation
+//! tokens/s (tokens after the first over the time from first to last), each
+//! side going first in turn. Every
+//! round's prompt starts differently, so no side reuses a cached prefix.
+//! Sampling is greedy on every side. Medians over the rounds, and ratios.
+//!
+//! The model: `$TABAGENT_BENCH_MODEL`, else `gemma-3-270m-q4_k_m.gguf` in
+//! `$TABAGENT_TEST_MODELS` or `target/test-models`.
+
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use serde_json::{Value, json};
+use tabagent::engine::llama::{backend, context_params, sampler_chain};
+use tabagent::engine::text::SamplingConfig;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_tabagent");
+const THREADS: u32 = 2;
+const CONTEXT: u32 = 2048;
+const NEW_TOKENS: u32 = 128;
+const ROUNDS: usize = 7;
+
+/// What one run measured.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    ttft: Duration,
+    first_to_last: Duration,
+}
+
+impl Run {
+    fn prompt_rate(&self) -> f64 {
+        f64::from(self.prompt_tokens) / self.ttft.as_secs_f64()
+    }
+    fn gen_rate(&self) -> f64 {
+        f64::from(self.completion_tokens.saturating_sub(1)) / self.first_to_last.as_secs_f64()
+    }
+}
+
+fn model_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("TABAGENT_BENCH_MODEL") {
+        return PathBuf::from(path);
+    }
+    let dir = std::env::var_os("TABAGENT_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-models"))
+        });
+    dir.join("gemma-3-270m-q4_k_m.gguf")
+}
+
+fn prompt(round: usize) -> String {
+    let body = "The browser extension keeps a small model on the user's own machine, so that every \
+        page they read can be summarised, searched and discussed without any text leaving the \
+        computer. It talks to a native host over a pipe, to a local web server over HTTP, or to a \
+        peer over a WebRTC data channel, and all three end in the same handler. ";
+    format!("Note {round}: {}Here is a story about it.", body.repeat(3))
+}
+
+fn greedy() -> SamplingConfig {
+    SamplingConfig {
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: 0,
+        min_p: 0.0,
+        repeat_penalty: 1.0,
+        seed: 1,
+        max_tokens: NEW_TOKENS,
+        stop: Vec::new(),
+    }
+}
+
+/// llama.cpp through llama-cpp-2, in this process, with tabagent's settings;
+/// one context for all rounds (cleared before each), as tabagent keeps one.
+fn direct_run(model: &LlamaModel, context: &mut LlamaContext<'_>, prompt: &str) -> Run {
+    context.clear_kv_cache();
+    let started = Instant::now();
+    let tokens = model.vocab().tokenize(prompt.as_bytes(), true, true);
+    let mut batch = LlamaBatch::new(CONTEXT as usize, 1);
+    for (i, token) in tokens.iter().enumerate() {
+        batch
+            .add(*token, i as i32, &[0], i + 1 == tokens.len())
+            .unwrap();
+    }
+    context.decode(&mut batch).unwrap();
+    let mut sampler = sampler_chain(model, &greedy());
+    let vocab = model.vocab();
+    let mut token = sampler.sample(&context, -1);
+    let mut piece = Vec::new();
+    vocab.token_to_piece_into(token, &mut piece, false, None);
+    let first = Instant::now();
+    let mut generated = 1;
+    let mut last = first;
+    while generated < NEW_TOKENS && !vocab.is_eog(token) {
+        batch.clear();
+        batch
+            .add(
+                token,
+                (tokens.len() + generated as usize - 1) as i32,
+                &[0],
+                true,
+            )
+            .unwrap();
+        context.decode(&mut batch).unwrap();
+        token = sampler.sample(&context, -1);
+        if vocab.is_eog(token) {
+            break;
+        }
+        piece.clear();
+        vocab.token_to_piece_into(token, &mut piece, false, None);
+        generated += 1;
+        last = Instant::now();
+    }
+    Run {
+        prompt_tokens: tokens.len() as u32,
+        completion_tokens: generated,
+        ttft: first - started,
+        first_to_last: last - first,
+    }
+}
+
+fn request(round: usize, id: &str) -> Value {
+    json!({"id": id, "request_type": "Generate", "model": "bench", "prompt": prompt(round),
+        "max_tokens": NEW_TOKENS, "temperature": 0, "repeat_penalty": 1.0, "stream": true})
+}
+
+/// Times a stream of reply envelopes: first non-empty chunk, last chunk, final.
+struct Timer {
+    started: Instant,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Timer {
+    fn new() -> Timer {
+        Timer {
+            started: Instant::now(),
+            first: None,
+            last: None,
+        }
+    }
+
+    /// Takes one envelope; Some(run) at the final one.
+    fn take(&mut self, envelope: &Value, at: Instant) -> Option<Run> {
+        match envelope["response_type"].as_str() {
+            Some("ChatChunk") => {
+                if !envelope["delta"].as_str().unwrap_or("").is_empty() {
+                    self.first.get_or_insert(at);
+                    self.last = Some(at);
+                }
+                None
+            }
+            Some("ChatComplete") => {
+                let first = self.first.expect("a chunk with text");
+                Some(Run {
+                    prompt_tokens: envelope["usage"]["prompt_tokens"].as_u64().unwrap() as u32,
+                    completion_tokens: envelope["usage"]["completion_tokens"].as_u64().unwrap()
+                        as u32,
+                    ttft: first - self.started,
+                    first_to_last: self.last.unwrap() - first,
+                })
+            }
+            _ => panic!("unexpected reply: {envelope}"),
+        }
+    }
+}
+
+fn http_run(addr: SocketAddr, round: usize) -> Run {
+    let body = request(round, &format!("h{round}")).to_string();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let head = format!(
+        "POST /v1/rpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut timer = Timer::new();
+    stream
+        .write_all(format!("{head}{body}").as_bytes())
+        .unwrap();
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "the stream ended early");
+        let at = Instant::now();
+        buffer.extend_from_slice(&chunk[..n]);
+        // One event per HTTP chunk: `data: <json>\n\n` between chunk headers.
+        while let Some(start) = find(&buffer, b"data: ") {
+            let Some(len) = find(&buffer[start..], b"\n\n") else {
+                break;
+            };
+            let event: Value = serde_json::from_slice(&buffer[start + 6..start + len]).unwrap();
+            buffer.drain(..start + len + 2);
+            if let Some(run) = timer.take(&event, at) {
+                return run;
+            }
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+struct Native {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Native {
+    fn send(&mut self, message: &Value) {
+        let body = message.to_string();
+        let mut frame = (body.len() as u32).to_ne_bytes().to_vec();
+        frame.extend_from_slice(body.as_bytes());
+        self.stdin.write_all(&frame).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn recv(&mut self) -> Value {
+        let mut header = [0u8; 4];
+        self.stdout.read_exact(&mut header).unwrap();
+        let mut body = vec![0u8; u32::from_ne_bytes(header) as usize];
+        self.stdout.read_exact(&mut body).unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    fn run(&mut self, round: usize) -> Run {
+        let mut timer = Timer::new();
+        self.send(&request(round, &format!("n{round}")));
+        loop {
+            let envelope = self.recv();
+            if let Some(run) = timer.take(&envelope, Instant::now()) {
+                return run;
+            }
+        }
+    }
+}
+
+fn command(models: &std::path::Path, data: &std::path::Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .env("TABAGENT_DATA_DIR", data)
+        .env("TABAGENT_MODELS_DIR", models)
+        .env("TABAGENT_LOG", "warn");
+    command
+}
+
+fn load_message() -> Value {
+    json!({"id": "load", "request_type": "LoadModel", "model": "bench",
+        "context_size": CONTEXT, "threads": THREADS})
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let path = model_path();
+    if !path.is_file() {
+        eprintln!(
+            "bench_llama: no model at {} (run make test's model fetch, or set TABAGENT_BENCH_MODEL)",
+            path.display()
+        );
+        std::process::exit(1);
+    }
+    let scratch = std::env::temp_dir().join(format!("tabagent-bench-llama-{}", std::process::id()));
+    let models = scratch.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::os::unix::fs::symlink(&path, models.join("bench.gguf")).unwrap();
+
+    // tabagent over HTTP, and over native messaging: model preloaded with the same settings.
+    let data_http = scratch.join("http");
+    let mut server = command(&models, &data_http)
+        .args(["--mode", "http", "--bind", "127.0.0.1:0"])
+        // The listener's read timeout also limits accept(): an idle server
+        // stops accepting after it (reported; see the lead's HTTP transport).
+        .env("TABAGENT_REQUEST_TIMEOUT", "86400")
+        .env("TABAGENT_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = server_address(&mut server);
+    let loaded = post(addr, "/v1/rpc", &load_message());
+    assert!(loaded.contains("ModelLoaded"), "{loaded}");
+
+    let data_native = scratch.join("native");
+    let mut child = command(&models, &data_native)
+        .args(["--mode", "native"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut native = Native {
+        stdin: child.stdin.take().unwrap(),
+        stdout: BufReader::new(child.stdout.take().unwrap()),
+        child,
+    };
+    native.send(&load_message());
+    let reply = native.recv();
+    assert_eq!(reply["response_type"], "ModelLoaded", "{reply}");
+
+    let model = LlamaModel::load_from_file(backend().unwrap(), &path, &LlamaModelParams::default())
+        .unwrap();
+    let mut context = model
+        .new_context(backend().unwrap(), context_params(CONTEXT, THREADS))
+        .unwrap();
+
+    // One warm-up round per side, then the measured ones, interleaved.
+    let _ = (
+        direct_run(&model, &mut context, &prompt(0)),
+        http_run(addr, 0),
+        native.run(0),
+    );
+    let mut runs: [Vec<Run>; 3] = Default::default();
+    for round in 1..=ROUNDS {
+        // Each side goes first in turn: no side always follows another.
+        for side in (0..3).map(|k| (round + k) % 3) {
+            let run = match side {
+                0 => direct_run(&model, &mut context, &prompt(round)),
+                1 => http_run(addr, round),
+                _ => native.run(round),
+            };
+            runs[side].push(run);
+        }
+    }
+
+    let prompt_tokens = runs[0][0].prompt_tokens;
+    println!(
+        "GGUF generation: {} , {THREADS} threads, context {CONTEXT}, {prompt_tokens}-token prompt, {NEW_TOKENS} new tokens, greedy, median of {ROUNDS}",
+        path.file_name().unwrap().to_string_lossy()
+    );
+    println!(
+        "{:<22} {:>10} {:>12} {:>12} {:>10}",
+        "path", "TTFT ms", "prompt t/s", "gen t/s", "tokens"
+    );
+    let names = ["llama-cpp-2 direct", "tabagent HTTP SSE", "tabagent native"];
+    let mut medians = Vec::new();
+    for (name, side) in names.iter().zip(&runs) {
+        let ttft = median(side.iter().map(|r| r.ttft.as_secs_f64() * 1000.0).collect());
+        let prompt_rate = median(side.iter().map(Run::prompt_rate).collect());
+        let gen_rate = median(side.iter().map(Run::gen_rate).collect());
+        let tokens = median(
+            side.iter()
+                .map(|r| f64::from(r.completion_tokens))
+                .collect(),
+        );
+        println!("{name:<22} {ttft:>10.1} {prompt_rate:>12.1} {gen_rate:>12.1} {tokens:>10.0}");
+        medians.push((ttft, prompt_rate, gen_rate));
+    }
+    let (d_ttft, _, d_gen) = medians[0];
+    for (name, (ttft, _, gen_rate)) in names.iter().zip(&medians).skip(1) {
+        println!(
+            "{name}: generation {:.3}x direct (target >= 0.98), TTFT overhead {:+.1} ms (target < 5)",
+            gen_rate / d_gen,
+            ttft - d_ttft
+        );
+    }
+
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(native.stdin);
+    let _ = native.child.wait();
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+fn server_address(server: &mut Child) -> SocketAddr {
+    use std::io::BufRead;
+    let stderr = BufReader::new(server.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("WARN") || line.contains("ERROR") {
+                eprintln!("server: {line}");
+            }
+            if let Some(addr) = line.split("HTTP on http://").nth(1) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                }
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30)).unwrap()
+}
+
+fn post(addr: SocketAddr, path: &str, body: &Value) -> String {
+    let body = body.to_string();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
