@@ -31,7 +31,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_tabagent");
 const THREADS: u32 = 2;
 const CONTEXT: u32 = 2048;
 const NEW_TOKENS: u32 = 128;
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 9;
 
 /// What one run measured.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +68,7 @@ fn prompt(round: usize) -> String {
         page they read can be summarised, searched and discussed without any text leaving the \
         computer. It talks to a native host over a pipe, to a local web server over HTTP, or to a \
         peer over a WebRTC data channel, and all three end in the same handler. ";
-    format!("Note {round}: {}Here is a story about it.", body.repeat(3))
+    format!("{round}. {}Here is a story about it.", body.repeat(3))
 }
 
 fn greedy() -> SamplingConfig {
@@ -366,12 +366,22 @@ fn main() {
         println!("{name:<22} {ttft:>10.1} {prompt_rate:>12.1} {gen_rate:>12.1} {tokens:>10.0}");
         medians.push((ttft, prompt_rate, gen_rate));
     }
-    let (d_ttft, _, d_gen) = medians[0];
-    for (name, (ttft, _, gen_rate)) in names.iter().zip(&medians).skip(1) {
+    let (_, _, d_gen) = medians[0];
+    for (side, (name, (_, _, gen_rate))) in names.iter().zip(&medians).enumerate().skip(1) {
+        // Paired by round (same prompt, adjacent in time), then the median.
+        let overhead = median(
+            runs[side]
+                .iter()
+                .zip(&runs[0])
+                .map(|(ours, direct)| {
+                    (ours.ttft.as_secs_f64() - direct.ttft.as_secs_f64()) * 1000.0
+                })
+                .collect(),
+        );
         println!(
-            "{name}: generation {:.3}x direct (target >= 0.98), TTFT overhead {:+.1} ms (target < 5)",
+            "{name}: generation {:.3}x direct (target >= 0.98), TTFT overhead {overhead:+.1} ms \
+             (median of per-round differences; target < 5)",
             gen_rate / d_gen,
-            ttft - d_ttft
         );
     }
 

@@ -11,6 +11,8 @@ mod http;
 mod inference;
 mod native;
 mod pull;
+#[cfg(feature = "llama")]
+mod responses;
 #[cfg(feature = "webrtc")]
 mod rtc;
 mod store;
