@@ -97,7 +97,8 @@ fn apply(params: &mut GenerationParams, patch: &ParamsPatch) -> Result<(), ApiEr
     Ok(())
 }
 
-fn validate(params: &GenerationParams) -> Result<(), ApiError> {
+/// Checks every field is in range (SetParams, and each request's sampling).
+pub(crate) fn validate(params: &GenerationParams) -> Result<(), ApiError> {
     let check = |ok: bool, what: &str| {
         if ok {
             Ok(())

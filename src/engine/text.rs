@@ -50,34 +50,19 @@ impl SamplingConfig {
                 .cloned()
                 .collect(),
         };
-        let check = |ok: bool, what: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(ApiError::invalid(what.to_string()))
-            }
-        };
-        check(
-            (0.0..=5.0).contains(&config.temperature),
-            "temperature must be between 0 and 5",
-        )?;
-        check(
-            config.top_p > 0.0 && config.top_p <= 1.0,
-            "top_p must be in (0, 1]",
-        )?;
-        check(
-            (0.0..=1.0).contains(&config.min_p),
-            "min_p must be between 0 and 1",
-        )?;
-        check(
-            (0.5..=4.0).contains(&config.repeat_penalty),
-            "repeat_penalty must be between 0.5 and 4",
-        )?;
-        check(
-            (1..=1_000_000).contains(&config.max_tokens),
-            "max_tokens must be between 1 and 1000000",
-        )?;
-        check(config.stop.len() <= 16, "at most 16 stop sequences")?;
+        // The same limits SetParams enforces, checked by the same function.
+        crate::params::validate(&GenerationParams {
+            temperature: config.temperature,
+            top_p: config.top_p,
+            top_k: config.top_k,
+            min_p: config.min_p,
+            max_tokens: config.max_tokens,
+            repeat_penalty: config.repeat_penalty,
+            ..defaults.clone()
+        })?;
+        if config.stop.len() > 16 {
+            return Err(ApiError::invalid("at most 16 stop sequences"));
+        }
         Ok(config)
     }
 }
