@@ -194,6 +194,8 @@ settings! {
     memory_budget: u64 = |_: &Defaults| 0,
     /// Seconds a model stays loaded without use (0: until unloaded or evicted).
     keep_alive: Seconds = |_: &Defaults| Seconds(300),
+    /// Available memory in bytes below which subscribers get `LowMemory` (0: never).
+    low_memory_bytes: u64 = |_: &Defaults| 512 << 20,
     /// WebRTC's UDP port, or a range `first-last` (0: any free port).
     webrtc_port: PortRange = |_: &Defaults| PortRange { first: 0, last: 0 },
     /// Addresses that get WebRTC host candidates; 127.0.0.1 always does

@@ -24,16 +24,20 @@ pub trait ReplySink: Send + Sync {
 /// Which pool a job runs on: model work must not starve quick store work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
-    /// Inference: generation, embedding, model loading and downloads.
+    /// Inference: generation, embedding and model loading (one thread).
     Model,
-    /// Everything else that touches the disk: database reads and writes.
+    /// Everything else that touches the disk or the network: database reads
+    /// and writes, model downloads.
     Io,
 }
+
+/// A job's body: runs once on a pool thread and returns the final reply.
+type Work = Box<dyn FnOnce(&JobContext) -> Result<Response, ApiError> + Send>;
 
 /// A unit of work built by the handler.
 pub struct Job {
     lane: Lane,
-    work: Box<dyn FnOnce(&JobContext) -> Result<Response, ApiError> + Send>,
+    work: Work,
 }
 
 impl Job {
@@ -352,7 +356,7 @@ mod tests {
             Job::new(Lane::Model, |_| unreachable!()),
             sink,
         );
-        let error = refused.err().expect("the second job is refused");
+        let error = refused.expect_err("the second job is refused");
         assert_eq!((error.status, error.retry_after), (503, Some(1)));
         release.send(()).unwrap();
     }

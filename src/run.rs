@@ -109,6 +109,7 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
             },
             memory_budget: config.memory_budget,
             keep_alive: std::time::Duration::from_secs(config.keep_alive.0),
+            low_memory_bytes: config.low_memory_bytes,
         },
         started,
     )?);

@@ -136,7 +136,7 @@ fn bucket_of(micros: u64) -> usize {
     let quarter = if power >= 2 {
         ((micros >> (power - 2)) & 3) as usize
     } else {
-        (micros as usize * 4 >> power) & 3
+        ((micros as usize * 4) >> power) & 3
     };
     (power * 4 + quarter).min(BUCKETS - 1)
 }

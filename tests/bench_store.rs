@@ -151,6 +151,7 @@ fn handler(dir: &Path, models: Option<&Path>) -> Handler {
             },
             memory_budget: 0,
             keep_alive: Duration::ZERO,
+            low_memory_bytes: 0,
         },
         Instant::now(),
     )

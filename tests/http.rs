@@ -73,10 +73,7 @@ fn every_documented_route_answers_as_documented() {
         if path == "/api/events" {
             continue; // an event stream that stays open: tests/rtc.rs reads it with a timeout
         }
-        let concrete = path
-            .replace("{document_id}", "1")
-            .replace('{', "")
-            .replace('}', "");
+        let concrete = path.replace("{document_id}", "1").replace(['{', '}'], "");
         let body = matches!(method.as_str(), "POST" | "PUT" | "PATCH").then_some(&b"{}"[..]);
         let reply = http(server.addr, &method, &concrete, &[], body);
         let status = reply.status.to_string();

@@ -166,9 +166,15 @@ fn a_pull_over_native_messaging_streams_progress_and_places_the_file() {
     let server = FileServer::start(HashMap::from([("/files/tiny.gguf", body.clone())]), None);
     let models = TempDir::new("models");
     let mut host = native_host(models.path());
+    // Another view of the extension watches every pull through Subscribe.
+    host.send(&json!({"id": "watch", "request_type": "Subscribe", "events": ["PullProgress"]}));
+    assert_eq!(host.recv()["response_type"], "Subscribed");
     let id = json!("pull-1");
     host.send(&json!({"id": id, "request_type": "PullModel", "url": server.url("/files/tiny.gguf"), "sha256": sha256_hex(&body)}));
-    let frames = host.recv_until_done(&id);
+    let (pushed, frames): (Vec<Value>, Vec<Value>) = host
+        .recv_until_done(&id)
+        .into_iter()
+        .partition(|f| f["id"] == "watch");
     let (last, chunks) = frames.split_last().unwrap();
     assert_eq!(last["response_type"], "PullComplete", "{last}");
     assert_eq!(last["model"], "tiny");
@@ -191,6 +197,18 @@ fn a_pull_over_native_messaging_streams_progress_and_places_the_file() {
     assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
     assert_eq!(progress.first(), Some(&0));
     assert_eq!(progress.last(), Some(&(body.len() as u64)));
+    let watched: Vec<u64> = pushed
+        .iter()
+        .map(|e| {
+            assert_eq!(
+                (&e["response_type"], &e["event"]),
+                (&json!("Event"), &json!("PullProgress")),
+                "{e}"
+            );
+            e["downloaded_bytes"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(watched, progress, "subscribers see the same progress");
     assert_eq!(
         std::fs::read(models.path().join("tiny.gguf")).unwrap(),
         body

@@ -211,10 +211,10 @@ impl HttpServer {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in stderr.lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("HTTP on http://").nth(1) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
-                    }
+                if let Some(addr) = line.split("HTTP on http://").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
                 }
                 if std::env::var_os("TABAGENT_TEST_LOG").is_some() {
                     eprintln!("server: {line}");

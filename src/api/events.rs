@@ -98,10 +98,10 @@ pub enum ServerEvent {
     ModelUnloaded {
         /// The model id.
         model: String,
-        /// `requested`, `idle` or `memory`.
+        /// `requested`, `idle`, `memory` or `replaced` (by a pull).
         reason: String,
     },
-    /// Available memory fell below what the loaded models need to keep working.
+    /// Available memory fell below the `low_memory_bytes` setting.
     LowMemory {
         /// Bytes available to new allocations.
         available_bytes: u64,

@@ -458,39 +458,41 @@ fn file_type_name(file_type: i64) -> String {
     name.to_string()
 }
 
+/// A minimal GGUF for tests: one metadata string, one F32 tensor of 8
+/// elements, less `truncate` bytes at the end.
+#[cfg(test)]
+pub(crate) fn tiny(truncate: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"GGUF");
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&1u64.to_le_bytes()); // tensors
+    out.extend_from_slice(&2u64.to_le_bytes()); // metadata
+    let string = |out: &mut Vec<u8>, s: &str| {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    };
+    string(&mut out, "general.architecture");
+    out.extend_from_slice(&8u32.to_le_bytes());
+    string(&mut out, "llama");
+    string(&mut out, "llama.block_count");
+    out.extend_from_slice(&4u32.to_le_bytes());
+    out.extend_from_slice(&2u32.to_le_bytes());
+    string(&mut out, "w");
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&8u64.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes()); // F32
+    out.extend_from_slice(&0u64.to_le_bytes());
+    while out.len() % 32 != 0 {
+        out.push(0);
+    }
+    out.extend_from_slice(&[0u8; 32]);
+    out.truncate(out.len() - truncate);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A minimal GGUF: one metadata string, one F32 tensor of 8 elements.
-    fn tiny(truncate: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(b"GGUF");
-        out.extend_from_slice(&3u32.to_le_bytes());
-        out.extend_from_slice(&1u64.to_le_bytes()); // tensors
-        out.extend_from_slice(&2u64.to_le_bytes()); // metadata
-        let string = |out: &mut Vec<u8>, s: &str| {
-            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
-        };
-        string(&mut out, "general.architecture");
-        out.extend_from_slice(&8u32.to_le_bytes());
-        string(&mut out, "llama");
-        string(&mut out, "llama.block_count");
-        out.extend_from_slice(&4u32.to_le_bytes());
-        out.extend_from_slice(&2u32.to_le_bytes());
-        string(&mut out, "w");
-        out.extend_from_slice(&1u32.to_le_bytes());
-        out.extend_from_slice(&8u64.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes()); // F32
-        out.extend_from_slice(&0u64.to_le_bytes());
-        while out.len() % 32 != 0 {
-            out.push(0);
-        }
-        out.extend_from_slice(&[0u8; 32]);
-        out.truncate(out.len() - truncate);
-        out
-    }
 
     fn read(bytes: &[u8], name: &str) -> Result<GgufFacts, GgufError> {
         let path =

@@ -27,6 +27,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use super::gguf::fallback_template;
+use super::manager::Progress;
 use super::text::{Generation, SamplingConfig, TextModel, TextStream};
 use crate::api::{ChatMessage, FinishReason};
 use crate::error::ApiError;
@@ -104,9 +105,15 @@ impl LlamaTextModel {
         path: &Path,
         architecture: &str,
         options: LlamaOptions,
+        progress: Progress,
     ) -> Result<LlamaTextModel, ApiError> {
         let backend = backend()?;
-        let params = LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers);
+        let params = LlamaModelParams::default()
+            .with_n_gpu_layers(options.gpu_layers)
+            .with_progress_callback(move |fraction| {
+                progress(fraction);
+                true // never abort: a load is cancelled by not asking for it
+            });
         let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
             ApiError::invalid(format!(
                 "llama.cpp cannot load {}: {e} (an unsupported architecture or a damaged file)",

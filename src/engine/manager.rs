@@ -7,20 +7,24 @@
 //! then `Ready` with the [`Resident`] model. A request holds an
 //! `Arc<Resident>` while it runs, so a model in use is never evicted or
 //! unloaded under it: eviction and idle unload only take models nobody
-//! holds. Time comes in as `now` arguments; the reaper thread is the only
-//! place that reads the clock.
+//! holds. Time comes in as `now` arguments; the housekeeping thread is the
+//! only place that reads the clock.
+//!
+//! Every change is told on the [`EventBus`]: load progress, loaded, unloaded
+//! (with why), and memory running low.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::Embedder;
 use super::gguf::{GgufFacts, read_facts};
 use super::text::TextModel;
-use crate::api::{LoadedModel, MemoryEstimate, ModelFormat, ModelKind, Selection};
+use crate::api::{LoadedModel, MemoryEstimate, ModelFormat, ModelKind, Selection, ServerEvent};
 use crate::error::ApiError;
+use crate::events::EventBus;
 use crate::fsutil::write_atomic;
 use crate::jobs::lock;
 use crate::models::{ModelFile, model_at, scan_models};
@@ -49,11 +53,45 @@ pub enum Engine {
     Embed(Arc<dyn Embedder>),
 }
 
-/// Loads model files; the real one calls llama.cpp and ONNX Runtime, tests
-/// use a fake.
+/// Told a load's progress, from 0.0 to 1.0.
+pub type Progress = Arc<dyn Fn(f32) + Send + Sync>;
+
+/// Loads model files; the real one ([`super::loader::EngineLoader`]) calls
+/// llama.cpp and ONNX Runtime, tests use a fake.
 pub trait Loader: Send + Sync {
-    /// Loads `file` with `options` (context size already clamped).
-    fn load(&self, file: &ModelFile, options: &LoadOptions) -> Result<Engine, ApiError>;
+    /// Loads `file` with `options` (context size already clamped), telling
+    /// `progress` how far it got when the backend can say.
+    fn load(
+        &self,
+        file: &ModelFile,
+        options: &LoadOptions,
+        progress: Progress,
+    ) -> Result<Engine, ApiError>;
+}
+
+/// Why a model left memory (the `reason` of a `ModelUnloaded` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnloadReason {
+    /// A client asked (UnloadModel, or DeleteModel with force).
+    Requested,
+    /// Unused for the keep-alive.
+    Idle,
+    /// Evicted to make room for another model.
+    Memory,
+    /// A pull replaced its file.
+    Replaced,
+}
+
+impl UnloadReason {
+    /// Its name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnloadReason::Requested => "requested",
+            UnloadReason::Idle => "idle",
+            UnloadReason::Memory => "memory",
+            UnloadReason::Replaced => "replaced",
+        }
+    }
 }
 
 /// A model in memory.
@@ -144,6 +182,8 @@ pub struct ManagerConfig {
     pub memory_budget: u64,
     /// Idle time after which a model is unloaded; zero: never.
     pub keep_alive: Duration,
+    /// Available bytes below which `LowMemory` is published; 0: never.
+    pub low_memory_bytes: u64,
 }
 
 /// The models in memory and the rules for them.
@@ -155,11 +195,19 @@ pub struct ModelManager {
     changed: Condvar,
     loading: AtomicUsize,
     selection: Mutex<Selection>,
+    events: Arc<EventBus>,
+    /// Whether available memory is below `low_memory_bytes` (last check).
+    low_memory: AtomicBool,
 }
 
 impl ModelManager {
     /// A manager with nothing loaded; the selection is read from the data dir.
-    pub fn new(config: ManagerConfig, loader: Box<dyn Loader>, system: Arc<SystemProbe>) -> Self {
+    pub fn new(
+        config: ManagerConfig,
+        loader: Box<dyn Loader>,
+        system: Arc<SystemProbe>,
+        events: Arc<EventBus>,
+    ) -> Self {
         let selection = std::fs::read(config.data_dir.join("selection.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<SelectionFile>(&bytes).ok())
@@ -177,19 +225,28 @@ impl ModelManager {
             changed: Condvar::new(),
             loading: AtomicUsize::new(0),
             selection: Mutex::new(selection),
+            events,
+            low_memory: AtomicBool::new(false),
         }
     }
 
-    /// Starts the thread that unloads idle models (it ends with the manager).
-    pub fn start_reaper(self: &Arc<Self>) {
-        if self.config.keep_alive.is_zero() {
+    /// Starts the thread that unloads idle models and watches memory (it
+    /// ends with the manager).
+    pub fn start_housekeeping(self: &Arc<Self>) {
+        let keep_alive = self.config.keep_alive;
+        if keep_alive.is_zero() && self.config.low_memory_bytes == 0 {
             return;
         }
-        let tick =
-            (self.config.keep_alive / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        // Often enough to unload within a quarter of the keep-alive of its
+        // due time; /proc/meminfo is cheap to read every few seconds.
+        let tick = if keep_alive.is_zero() {
+            HOUSEKEEPING_TICK
+        } else {
+            (keep_alive / 4).clamp(Duration::from_millis(100), HOUSEKEEPING_TICK)
+        };
         let manager: Weak<ModelManager> = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
-            .name("model-reaper".into())
+            .name("model-housekeeping".into())
             .spawn(move || {
                 loop {
                     std::thread::sleep(tick);
@@ -197,10 +254,58 @@ impl ModelManager {
                         return;
                     };
                     manager.unload_idle(Instant::now());
+                    manager.check_memory();
                 }
             });
         if let Err(e) = spawned {
-            log::warn!("cannot start the idle-unload thread: {e}; models stay loaded");
+            log::warn!("cannot start the housekeeping thread: {e}; models stay loaded");
+        }
+    }
+
+    /// Reads available memory and publishes `LowMemory` when it has fallen
+    /// below the threshold (once until it recovers). Returns whether it is low.
+    pub fn check_memory(&self) -> bool {
+        let threshold = self.config.low_memory_bytes;
+        let Some(available) = (threshold > 0)
+            .then(|| self.system.available_memory().ok())
+            .flatten()
+        else {
+            return false;
+        };
+        let low = available < threshold;
+        let was_low = self.low_memory.swap(low, Ordering::AcqRel);
+        if low && !was_low {
+            log::warn!(
+                "low memory: {} MiB available (threshold {} MiB)",
+                available >> 20,
+                threshold >> 20
+            );
+            if let Some(event) = self.low_memory_event() {
+                self.events.publish(&event);
+            }
+        }
+        low
+    }
+
+    /// The `LowMemory` event while memory is low (as of the last check), so
+    /// that a new subscriber learns the state it arrives in.
+    pub fn low_memory_event(&self) -> Option<ServerEvent> {
+        if !self.low_memory.load(Ordering::Acquire) {
+            return None;
+        }
+        let resources = self.system.resources().ok()?;
+        Some(ServerEvent::LowMemory {
+            available_bytes: resources.available_memory_bytes,
+            total_bytes: resources.total_memory_bytes,
+        })
+    }
+
+    fn tell_unloaded(&self, ids: &[String], reason: UnloadReason) {
+        for id in ids {
+            self.events.publish(&ServerEvent::ModelUnloaded {
+                model: id.clone(),
+                reason: reason.name().to_string(),
+            });
         }
     }
 
@@ -327,9 +432,13 @@ impl ModelManager {
         slots.insert(file.id.clone(), Slot::Loading);
         self.loading.fetch_add(1, Ordering::AcqRel);
         drop(slots);
+        let evicted_ids: Vec<String> = evicted.iter().map(|r| r.file.id.clone()).collect();
         drop(evicted); // freeing evicted models happens outside the lock
+        self.tell_unloaded(&evicted_ids, UnloadReason::Memory);
+        let progress = load_progress(&self.events, &file.id);
+        progress(0.0);
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.loader.load(file, &options)
+            self.loader.load(file, &options, Arc::clone(&progress))
         }))
         .unwrap_or_else(|panic| {
             Err(ApiError::internal(format!(
@@ -360,12 +469,19 @@ impl ModelManager {
             slots.remove(&file.id);
         }
         self.changed.notify_all();
+        drop(slots);
+        if result.is_ok() {
+            progress(1.0);
+            self.events.publish(&ServerEvent::ModelLoaded {
+                model: file.id.clone(),
+            });
+        }
         result
     }
 
     /// Unloads a model; false when it was not loaded. A request still using it
     /// keeps it alive until it ends.
-    pub fn unload(&self, id: &str) -> bool {
+    pub fn unload(&self, id: &str, reason: UnloadReason) -> bool {
         let mut slots = lock(&self.slots);
         if !matches!(slots.get(id), Some(Slot::Ready(_))) {
             return false;
@@ -373,7 +489,8 @@ impl ModelManager {
         let removed = slots.remove(id);
         drop(slots);
         drop(removed);
-        log::info!("unloaded {id}");
+        log::info!("unloaded {id} ({})", reason.name());
+        self.tell_unloaded(&[id.to_string()], reason);
         true
     }
 
@@ -426,6 +543,7 @@ impl ModelManager {
         for id in &idle {
             log::info!("unloaded {id}: idle for {:?}", self.config.keep_alive);
         }
+        self.tell_unloaded(&idle, UnloadReason::Idle);
         idle
     }
 
@@ -475,10 +593,10 @@ impl ModelManager {
     }
 
     fn clamp(&self, file: &ModelFile, mut options: LoadOptions) -> LoadOptions {
-        if file.format == ModelFormat::Gguf {
-            if let Ok(facts) = gguf_facts(file) {
-                options.context_size = clamp_context(options.context_size, &facts);
-            }
+        if file.format == ModelFormat::Gguf
+            && let Ok(facts) = gguf_facts(file)
+        {
+            options.context_size = clamp_context(options.context_size, &facts);
         }
         options
     }
@@ -567,59 +685,26 @@ struct SelectionFile {
     rerank: Option<String>,
 }
 
-/// The loader of this build: llama.cpp for GGUF, ONNX Runtime for ONNX.
-pub struct EngineLoader;
+/// The longest pause between housekeeping rounds.
+const HOUSEKEEPING_TICK: Duration = Duration::from_secs(5);
 
-impl Loader for EngineLoader {
-    fn load(&self, file: &ModelFile, options: &LoadOptions) -> Result<Engine, ApiError> {
-        match file.format {
-            ModelFormat::Gguf => {
-                // Only whole, well-formed files reach llama.cpp.
-                let facts = gguf_facts(file)?;
-                load_gguf(file, &facts, options)
-            }
-            ModelFormat::Onnx => load_onnx(file),
+/// A [`Progress`] that publishes `ModelLoadProgress` for `model`: the start,
+/// every 5% and the end, so a load tells at most ~20 events however often the
+/// backend reports.
+fn load_progress(events: &Arc<EventBus>, model: &str) -> Progress {
+    let events = Arc::clone(events);
+    let model = model.to_string();
+    let last = Mutex::new(f32::NEG_INFINITY);
+    Arc::new(move |fraction: f32| {
+        let fraction = fraction.clamp(0.0, 1.0);
+        let mut last = lock(&last);
+        let due = fraction - *last >= 0.05 || (fraction >= 1.0 && *last < 1.0);
+        if due {
+            *last = fraction;
+            events.publish(&ServerEvent::ModelLoadProgress {
+                model: model.clone(),
+                progress: fraction,
+            });
         }
-    }
-}
-
-#[cfg(feature = "llama")]
-fn load_gguf(
-    file: &ModelFile,
-    facts: &GgufFacts,
-    options: &LoadOptions,
-) -> Result<Engine, ApiError> {
-    let model = super::llama::LlamaTextModel::load(
-        &file.path,
-        facts.architecture.as_deref().unwrap_or(""),
-        super::llama::LlamaOptions {
-            context_size: options.context_size,
-            threads: options.threads,
-            gpu_layers: options.gpu_layers,
-        },
-    )?;
-    Ok(Engine::Text(Arc::new(model)))
-}
-
-#[cfg(not(feature = "llama"))]
-fn load_gguf(file: &ModelFile, _: &GgufFacts, _: &LoadOptions) -> Result<Engine, ApiError> {
-    Err(ApiError::not_implemented(format!(
-        "{}: GGUF chat is not enabled in this build (built without the llama feature)",
-        file.id
-    )))
-}
-
-#[cfg(feature = "onnx")]
-fn load_onnx(file: &ModelFile) -> Result<Engine, ApiError> {
-    Ok(Engine::Onnx(Arc::new(super::onnx::OnnxModel::load(
-        &file.path,
-    )?)))
-}
-
-#[cfg(not(feature = "onnx"))]
-fn load_onnx(file: &ModelFile) -> Result<Engine, ApiError> {
-    Err(ApiError::not_implemented(format!(
-        "{}: ONNX models are not enabled in this build (built without the onnx feature)",
-        file.id
-    )))
+    })
 }

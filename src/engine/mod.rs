@@ -11,6 +11,7 @@ pub mod rerank;
 pub mod gguf;
 #[cfg(feature = "llama")]
 pub mod llama;
+pub mod loader;
 pub mod manager;
 pub mod text;
 

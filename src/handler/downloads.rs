@@ -10,8 +10,9 @@ use std::sync::Arc;
 use super::{Handler, Outcome};
 use crate::api::{
     DeleteModelRequest, ModelFormat, ModelRef, PullModelRequest, Recipes, RecipesRequest,
-    RegisteredModels, Response,
+    RegisteredModels, Response, ServerEvent,
 };
+use crate::engine::manager::UnloadReason;
 use crate::error::ApiError;
 use crate::jobs::{Job, Lane};
 
@@ -23,14 +24,17 @@ impl Handler {
         }
         let dir = self.models_dir.clone();
         let models = Arc::clone(&self.models);
+        let events = Arc::clone(&self.events);
         Outcome::Job(Job::new(Lane::Io, move |ctx| {
             let cancel = ctx.cancel_flag();
             let complete = crate::pull::pull(&dir, &request, &cancel, &mut |progress| {
+                // Subscribers (the extension's other views) see every pull.
+                events.publish(&ServerEvent::PullProgress(progress.clone()));
                 ctx.emit(Response::PullProgress(progress))
             })?;
             // A loaded model of that id is now stale: the next request loads
             // the new file (requests running on the old one finish on it).
-            models.unload(&complete.model);
+            models.unload(&complete.model, UnloadReason::Replaced);
             Ok(Response::PullComplete(complete))
         }))
     }
@@ -46,7 +50,7 @@ impl Handler {
                         file.id
                     )));
                 }
-                models.unload(&file.id);
+                models.unload(&file.id, UnloadReason::Requested);
             }
             let removed = match file.format {
                 ModelFormat::Gguf => std::fs::remove_file(&file.path),

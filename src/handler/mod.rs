@@ -13,13 +13,16 @@ mod models;
 mod push;
 mod retrieval;
 mod system;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::api::{EventKind, Request, RequestId, Response, RtcCommand};
-use crate::engine::manager::{EngineLoader, ManagerConfig, ModelManager};
+use crate::engine::loader::EngineLoader;
+use crate::engine::manager::{Loader, ManagerConfig, ModelManager};
 use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::jobs::{Job, JobLimits, Jobs, ReplySink};
@@ -58,6 +61,8 @@ pub struct HandlerConfig {
     pub memory_budget: u64,
     /// Idle time after which a model is unloaded (zero: never).
     pub keep_alive: std::time::Duration,
+    /// Available bytes below which `LowMemory` is published (0: never).
+    pub low_memory_bytes: u64,
 }
 
 /// The state every request may touch; shared by all transports.
@@ -81,18 +86,30 @@ impl Handler {
     /// Opens the state under the configured dirs.
     pub fn new(config: HandlerConfig, now: Instant) -> Result<Handler, String> {
         embeddings::find_runtime_in(&config.data_dir);
+        Handler::with_loader(config, Box::new(EngineLoader), now)
+    }
+
+    /// [`Handler::new`] with another model loader (tests use a fake one).
+    pub fn with_loader(
+        config: HandlerConfig,
+        loader: Box<dyn Loader>,
+        now: Instant,
+    ) -> Result<Handler, String> {
         let system: Arc<SystemProbe> = Arc::default();
+        let events: Arc<EventBus> = Arc::default();
         let models = Arc::new(ModelManager::new(
             ManagerConfig {
                 models_dir: config.models_dir.clone(),
                 data_dir: config.data_dir.clone(),
                 memory_budget: config.memory_budget,
                 keep_alive: config.keep_alive,
+                low_memory_bytes: config.low_memory_bytes,
             },
-            Box::new(EngineLoader),
+            loader,
             Arc::clone(&system),
+            Arc::clone(&events),
         ));
-        models.start_reaper();
+        models.start_housekeeping();
         Ok(Handler {
             stats: Arc::new(Stats::new(now)),
             params: Params::load(config.data_dir.join("params.json")),
@@ -100,7 +117,7 @@ impl Handler {
             system,
             jobs: Jobs::new(config.limits)?,
             models_dir: config.models_dir,
-            events: Arc::default(),
+            events,
             loop_port: OnceLock::new(),
             store: Arc::new(crate::store::StoreSlot::open(
                 &config.data_dir,

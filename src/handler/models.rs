@@ -15,7 +15,7 @@ use crate::api::{
 };
 use crate::engine::Embedder;
 use crate::engine::gguf::fallback_template;
-use crate::engine::manager::{ModelManager, gguf_facts};
+use crate::engine::manager::{ModelManager, UnloadReason, gguf_facts};
 use crate::error::ApiError;
 use crate::jobs::{Job, Lane};
 
@@ -55,7 +55,7 @@ impl Handler {
     pub(super) fn unload_model(&self, request: ModelRef) -> Outcome {
         let models = Arc::clone(&self.models);
         Outcome::Job(Job::new(Lane::Io, move |_| {
-            if !models.unload(&request.model) {
+            if !models.unload(&request.model, UnloadReason::Requested) {
                 models.find(&request.model)?;
             }
             Ok(Response::ModelUnloaded(request))

@@ -73,9 +73,22 @@ impl Handler {
                 events: kinds.clone(),
             }),
         };
-        if sink.deliver(subscribed) {
-            self.events.subscribe(id, kinds, sink);
+        if !sink.deliver(subscribed) {
+            return None;
         }
+        // A client arriving while memory is low hears so at once: the event
+        // itself is told only when memory falls.
+        let low_memory = kinds
+            .contains(&EventKind::LowMemory)
+            .then(|| self.models.low_memory_event())
+            .flatten();
+        if let Some(event) = low_memory {
+            sink.deliver(Reply {
+                id: id.clone(),
+                response: Response::Event(event),
+            });
+        }
+        self.events.subscribe(id, kinds, sink);
         None
     }
 }

@@ -52,6 +52,7 @@ impl TestServer {
                     },
                     memory_budget: 0,
                     keep_alive: Duration::ZERO,
+                    low_memory_bytes: 0,
                 },
                 Instant::now(),
             )
@@ -576,7 +577,8 @@ fn http_event_stream_carries_server_push() {
     assert!(!seen.contains("LowMemory"), "{seen}");
 }
 
-/// The real model path: a tiny random GGUF streams ChatChunks on the channel.
+/// The real model path: a tiny random GGUF streams ChatChunks on the channel,
+/// and another session that subscribed hears the model load and unload.
 #[cfg(feature = "llama")]
 #[test]
 fn streamed_chat_over_the_data_channel() {
@@ -595,6 +597,10 @@ fn streamed_chat_over_the_data_channel() {
         made.success(),
         "make_tiny_gguf.py needs `pip install gguf numpy`"
     );
+    let mut watcher = Client::connect(server.http);
+    let ack = watcher.recv_after_send(json!({"id": "w", "request_type": "Subscribe",
+        "events": ["ModelLoadProgress", "ModelLoaded", "ModelUnloaded"]}));
+    assert_eq!(ack["response_type"], "Subscribed", "{ack}");
     let mut client = Client::connect(server.http);
     let replies = client.request(json!({
         "id": "chat", "request_type": "Chat", "model": "tiny", "stream": true, "max_tokens": 32, "seed": 1,
@@ -614,6 +620,33 @@ fn streamed_chat_over_the_data_channel() {
     );
     // The session still answers afterwards.
     assert_eq!(client.call(health("after"))["response_type"], "Health");
+
+    let unloaded = client.call(json!({"id": "u", "request_type": "UnloadModel", "model": "tiny"}));
+    assert_eq!(unloaded["response_type"], "ModelUnloaded", "{unloaded}");
+    let mut progress = Vec::new();
+    let loaded = loop {
+        let event = watcher.recv(Duration::from_secs(10));
+        assert_eq!(
+            (&event["id"], &event["model"]),
+            (&json!("w"), &json!("tiny")),
+            "{event}"
+        );
+        match event["event"].as_str() {
+            Some("ModelLoadProgress") => progress.push(event["progress"].as_f64().unwrap()),
+            _ => break event,
+        }
+    };
+    assert_eq!(loaded["event"], "ModelLoaded", "{loaded}");
+    // llama.cpp reports as it reads the tensors: from 0 to 1, never back.
+    assert_eq!(progress.first(), Some(&0.0), "{progress:?}");
+    assert_eq!(progress.last(), Some(&1.0), "{progress:?}");
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
+    let unloaded = watcher.recv(Duration::from_secs(10));
+    assert_eq!(
+        (&unloaded["event"], &unloaded["reason"]),
+        (&json!("ModelUnloaded"), &json!("requested")),
+        "{unloaded}"
+    );
 }
 
 /// Headless Chromium (Debian's `chromium`) through tests/browser/run.sh, in a
