@@ -1,24 +1,21 @@
 // TabAgentClient: one request/stream/subscribe/cancel API over whichever
-// transport reaches tabagent. It owns request ids, timeouts, the choice of
-// transport (native messaging first, then WebRTC, unless the user forces one)
-// and reconnection with exponential backoff. It knows nothing about Chrome:
-// a transport is anything that hands out a port shaped like chrome.runtime.Port
-// (postMessage, onMessage, onDisconnect, disconnect), so node tests drive it
-// with fakes and the extension plugs in connectNative or the offscreen bridge.
-// Timers and randomness are injected too, so timeouts and backoff are testable.
+// transport reaches tabagent. It owns the connection: the choice of
+// transport (native messaging first, then WebRTC, unless the user forces one),
+// the probe that proves the far end answers, reconnection with backoff
+// (backoff.js), and the status it reports. Requests in flight live in
+// pending.js, event subscribers in subscriptions.js, stream iterators in
+// reply-stream.js. It knows nothing about Chrome: a transport is anything
+// that hands out a port shaped like chrome.runtime.Port (postMessage,
+// onMessage, onDisconnect, disconnect), so node tests drive it with fakes and
+// the extension plugs in connectNative or the offscreen bridge. Timers and
+// randomness are injected too, so timeouts and backoff are testable.
 
-import {
-  GENERATION_TYPES,
-  Req,
-  encodedSize,
-  eventName,
-  isError,
-  isEvent,
-  isFinal,
-  makeRequest,
-} from './protocol.js';
+import { GENERATION_TYPES, Req, isEvent } from './protocol.js';
 import { TabAgentError, messageOf } from './errors.js';
-import { AsyncQueue } from './async-queue.js';
+import { Backoff } from './backoff.js';
+import { PendingRequests } from './pending.js';
+import { Subscriptions } from './subscriptions.js';
+import { replyStream } from './reply-stream.js';
 
 export { TabAgentError };
 
@@ -26,89 +23,14 @@ export { TabAgentError };
  * @typedef {import('./protocol.js').Envelope} Envelope
  * @typedef {import('./protocol.js').RequestId} RequestId
  * @typedef {import('./protocol.js').ProblemDetails} ProblemDetails
- */
-
-/**
- * The part of chrome.runtime.Port the client uses. A transport may pass an
- * Error (or string) as the second onDisconnect argument; Chrome passes only
- * the port and leaves the reason in chrome.runtime.lastError, which the
- * transport's `lastError()` reads.
- * @typedef {object} PortLike
- * @property {(msg: any) => void} postMessage
- * @property {() => void} disconnect
- * @property {{addListener(fn: (msg: any) => void): void}} onMessage
- * @property {{addListener(fn: (port?: any, error?: unknown) => void): void}} onDisconnect
- */
-
-/**
- * @typedef {object} Transport
- * @property {string} name                         'native', 'webrtc', 'relay', ...
- * @property {() => PortLike | Promise<PortLike>} connect
- * @property {() => (string | undefined)} [lastError] why the last port closed
- * @property {number} [maxMessageBytes]            refuse larger requests locally
- * @property {{type: string, fields?: Record<string, any>}} [probe] request that proves the far end answers (default Health)
- * @property {number} [probeTimeoutMs]
- */
-
-/**
- * @typedef {'idle' | 'connecting' | 'connected' | 'backoff' | 'closed'} ClientState
- * @typedef {object} ClientStatus
- * @property {ClientState} state
- * @property {string | null} transport      name of the transport in use
- * @property {string} preference            'auto' or a transport name
- * @property {string | null} lastError
- * @property {number | null} retryInMs      set while in backoff
- * @property {Envelope | null} health       the probe's reply on the current connection
- */
-
-/**
- * @typedef {object} BackoffOptions
- * @property {number} [initialMs] first delay (default 500)
- * @property {number} [maxMs]     ceiling (default 30000)
- * @property {number} [factor]    growth per failed attempt (default 2)
- * @property {number} [jitter]    0..1, fraction of the delay randomly removed (default 0.2)
- */
-
-/**
- * @typedef {object} ClientOptions
- * @property {Transport[]} transports  in the order 'auto' tries them
- * @property {string} [preference]     'auto' (default) or one transport's name
- * @property {number} [requestTimeoutMs]     default 30 s, total per request
- * @property {number} [streamIdleTimeoutMs]  default 120 s, between two chunks
- * @property {number} [probeTimeoutMs]       default 3 s
- * @property {'auto' | 'always' | 'never'} [reconnect] background reconnect: 'auto' = while subscriptions exist
- * @property {BackoffOptions} [backoff]
- * @property {{setTimeout: (fn: () => void, ms: number) => any, clearTimeout: (t: any) => void}} [timers]
- * @property {() => number} [random]
- * @property {{warn: (...a: any[]) => void, debug?: (...a: any[]) => void}} [logger]
- */
-
-/**
- * @typedef {object} RequestOptions
- * @property {number} [timeoutMs]   0 = no timeout
- * @property {RequestId} [id]       use this id (from nextId()) instead of a fresh one
- * @property {(msg: Envelope) => void} [onChunk] called for every non-final reply
- * @property {AbortSignal} [signal] abort: reject at once and stop a generation
- */
-
-/**
- * @typedef {object} Connection
- * @property {PortLike} port
- * @property {Transport} transport
- * @property {boolean} open
- *
- * @typedef {object} Pending
- * @property {RequestId} id
- * @property {string} type
- * @property {Connection} conn
- * @property {(msg: Envelope) => void} resolve
- * @property {(err: Error) => void} reject
- * @property {((msg: Envelope) => void) | undefined} onChunk
- * @property {number} timeoutMs
- * @property {boolean} idle          timeout restarts on each chunk
- * @property {any} timer
- *
- * @typedef {{events: Set<string>, callback: (msg: Envelope) => void}} Subscription
+ * @typedef {import('./client-types.js').PortLike} PortLike
+ * @typedef {import('./client-types.js').Transport} Transport
+ * @typedef {import('./client-types.js').ClientState} ClientState
+ * @typedef {import('./client-types.js').ClientStatus} ClientStatus
+ * @typedef {import('./client-types.js').BackoffOptions} BackoffOptions
+ * @typedef {import('./client-types.js').ClientOptions} ClientOptions
+ * @typedef {import('./client-types.js').RequestOptions} RequestOptions
+ * @typedef {import('./client-types.js').Connection} Connection
  */
 
 export class TabAgentClient {
@@ -118,22 +40,15 @@ export class TabAgentClient {
   #streamIdleTimeoutMs;
   #probeTimeoutMs;
   #reconnect;
-  /** @type {Required<BackoffOptions>} */ #backoff;
-  #timers;
-  #random;
+  #backoff;
   #logger;
+  #pending;
+  #subs;
 
   /** @type {ClientState} */ #state = 'idle';
   /** @type {Connection | null} */ #conn = null;
   /** @type {Promise<string> | null} */ #connecting = null;
-  /** @type {Map<string, Pending>} */ #pending = new Map();
-  /** @type {Set<Subscription>} */ #subs = new Set();
-  /** events the server was last told about on this connection, as a sorted key */
-  #serverEvents = '';
   #nextId = 1;
-  #attempt = 0;
-  /** @type {any} */ #retryTimer = null;
-  /** @type {number | null} */ #retryInMs = null;
   /** @type {string | null} */ #lastError = null;
   /** @type {Envelope | null} */ #health = null;
   /** @type {Set<(s: ClientStatus) => void>} */ #statusListeners = new Set();
@@ -149,13 +64,19 @@ export class TabAgentClient {
     this.#streamIdleTimeoutMs = options.streamIdleTimeoutMs ?? 120_000;
     this.#probeTimeoutMs = options.probeTimeoutMs ?? 3_000;
     this.#reconnect = options.reconnect ?? 'auto';
-    this.#backoff = { initialMs: 500, maxMs: 30_000, factor: 2, jitter: 0.2, ...options.backoff };
-    this.#timers = options.timers ?? {
-      setTimeout: (fn, ms) => setTimeout(fn, ms),
-      clearTimeout: (t) => clearTimeout(t),
+    const timers = options.timers ?? {
+      setTimeout: (/** @type {() => void} */ fn, /** @type {number} */ ms) => setTimeout(fn, ms),
+      clearTimeout: (/** @type {any} */ t) => clearTimeout(t),
     };
-    this.#random = options.random ?? Math.random;
+    this.#backoff = new Backoff(options.backoff, timers, options.random ?? Math.random);
     this.#logger = options.logger ?? { warn: () => {} };
+    this.#pending = new PendingRequests({
+      timers,
+      logger: this.#logger,
+      onOrphan: (id) => this.#bestEffortCancel(id),
+      onSendError: (conn, reason) => this.#handleDisconnect(conn, reason),
+    });
+    this.#subs = new Subscriptions(this.#logger);
   }
 
   // ---- public API -------------------------------------------------------
@@ -172,7 +93,7 @@ export class TabAgentClient {
       transport: this.#conn ? this.#conn.transport.name : null,
       preference: this.#preference,
       lastError: this.#lastError,
-      retryInMs: this.#state === 'backoff' ? this.#retryInMs : null,
+      retryInMs: this.#state === 'backoff' ? this.#backoff.retryInMs : null,
       health: this.#conn ? this.#health : null,
     };
   }
@@ -196,7 +117,7 @@ export class TabAgentClient {
     if (this.#state === 'closed') return Promise.reject(this.#closedError());
     if (this.#conn) return Promise.resolve(this.#conn.transport.name);
     if (this.#connecting) return this.#connecting;
-    this.#clearRetry();
+    this.#backoff.clear();
     this.#connecting = this.#doConnect().finally(() => {
       this.#connecting = null;
     });
@@ -209,7 +130,7 @@ export class TabAgentClient {
    */
   reconnect() {
     if (this.#conn) this.#dropConnection(this.#conn, 'reconnecting', false);
-    this.#attempt = 0;
+    this.#backoff.reset();
     return this.connect();
   }
 
@@ -242,7 +163,7 @@ export class TabAgentClient {
     const id = options.id ?? this.nextId();
     if (options.signal?.aborted) throw new TabAgentError({ type: 'aborted', title: 'aborted' }, id);
     const conn = await this.#ensureConnected();
-    return this.#send(conn, type, fields, {
+    return this.#pending.send(conn, type, fields, {
       id,
       timeoutMs: options.timeoutMs ?? this.#requestTimeoutMs,
       idle: false,
@@ -265,59 +186,21 @@ export class TabAgentClient {
   stream(type, fields = {}, options = {}) {
     const id = options.id ?? this.nextId();
     const body = GENERATION_TYPES.has(type) && fields.stream === undefined ? { ...fields, stream: true } : fields;
-    /** @type {AsyncQueue<{value?: Envelope, last?: boolean, error?: unknown}>} */
-    const queue = new AsyncQueue();
-    const push = queue.push.bind(queue);
-    let finished = false; // iterator has returned done
-    let settled = false; // the request itself has ended
-    const client = this;
-    this.#ensureConnected()
-      .then((conn) => {
-        if (finished) throw new TabAgentError({ type: 'aborted', title: 'aborted' }, id); // left before it was sent
-        return this.#send(conn, type, body, {
+    return replyStream(
+      id,
+      async (onChunk, left) => {
+        const conn = await this.#ensureConnected();
+        if (left()) throw new TabAgentError({ type: 'aborted', title: 'aborted' }, id); // left before it was sent
+        return this.#pending.send(conn, type, body, {
           id,
           timeoutMs: options.timeoutMs ?? this.#streamIdleTimeoutMs,
           idle: true,
-          onChunk: (m) => push({ value: m }),
+          onChunk,
           signal: options.signal,
         });
-      })
-      .then(
-        (final) => {
-          settled = true;
-          push({ value: final, last: true });
-        },
-        (err) => {
-          settled = true;
-          push({ error: err });
-        },
-      );
-
-    /** @type {AsyncIterableIterator<Envelope> & {id: RequestId}} */
-    const iterator = {
-      id,
-      async next() {
-        if (finished) return { value: undefined, done: true };
-        const item = await queue.shift();
-        if ('error' in item) {
-          finished = true;
-          throw item.error;
-        }
-        if (item.last) finished = true;
-        return { value: /** @type {Envelope} */ (item.value), done: false };
       },
-      async return() {
-        if (!finished) {
-          finished = true;
-          if (!settled) client.#abandon(id, GENERATION_TYPES.has(type));
-        }
-        return { value: undefined, done: true };
-      },
-      [Symbol.asyncIterator]() {
-        return this;
-      },
-    };
-    return iterator;
+      () => this.#pending.abandon(id, GENERATION_TYPES.has(type)),
+    );
   }
 
   /**
@@ -340,11 +223,10 @@ export class TabAgentClient {
    * @returns {Promise<() => void>}
    */
   async subscribe(events, callback) {
-    /** @type {Subscription} */
-    const sub = { events: new Set(events), callback };
-    this.#subs.add(sub);
+    const sub = this.#subs.add(events, callback);
+    // The server cannot narrow a subscription; events nobody wants are dropped here.
     const unsubscribe = () => {
-      if (this.#subs.delete(sub) && this.#conn) this.#syncSubscriptions(this.#conn).catch(() => {});
+      this.#subs.delete(sub);
     };
     let conn;
     try {
@@ -365,11 +247,11 @@ export class TabAgentClient {
   /** Close for good: fail everything pending, stop reconnecting. */
   close() {
     if (this.#state === 'closed') return;
-    this.#clearRetry();
+    this.#backoff.clear();
     const conn = this.#conn;
     this.#setState('closed');
     if (conn) this.#dropConnection(conn, 'client closed', false);
-    for (const p of [...this.#pending.values()]) this.#fail(p, this.#closedError());
+    this.#pending.failAll(() => this.#closedError());
     this.#subs.clear();
     this.#emitStatus();
   }
@@ -410,9 +292,8 @@ export class TabAgentClient {
         }
         this.#conn = conn;
         this.#health = health;
-        this.#attempt = 0;
+        this.#backoff.reset();
         this.#lastError = null;
-        this.#serverEvents = '';
         this.#setState('connected');
         if (this.#subs.size > 0) {
           this.#syncSubscriptions(conn).catch((e) => this.#logger.warn('tabagent: resubscribe failed', e));
@@ -444,15 +325,15 @@ export class TabAgentClient {
   async #open(transport) {
     const port = await transport.connect();
     /** @type {Connection} */
-    const conn = { port, transport, open: true };
-    port.onMessage.addListener((msg) => this.#handleMessage(msg));
+    const conn = { port, transport, open: true, told: new Set(), subscriptionId: null, syncing: null };
+    port.onMessage.addListener((msg) => this.#handleMessage(conn, msg));
     port.onDisconnect.addListener((_port, error) => {
       const reason = messageOf(error) || transport.lastError?.() || 'port closed';
       this.#handleDisconnect(conn, reason);
     });
     const probe = transport.probe ?? { type: Req.Health };
     try {
-      const health = await this.#send(conn, probe.type, probe.fields ?? {}, {
+      const health = await this.#pending.send(conn, probe.type, probe.fields ?? {}, {
         id: this.nextId(),
         timeoutMs: transport.probeTimeoutMs ?? this.#probeTimeoutMs,
         idle: false,
@@ -491,15 +372,10 @@ export class TabAgentClient {
         // already gone; nothing to release
       }
     }
-    for (const p of [...this.#pending.values()]) {
-      if (p.conn === conn) {
-        this.#fail(p, new TabAgentError({ type: 'disconnected', title: 'connection lost', detail: reason }, p.id));
-      }
-    }
+    this.#pending.failConnection(conn, reason);
     if (this.#conn !== conn) return;
     this.#conn = null;
     this.#health = null;
-    this.#serverEvents = '';
     this.#lastError = reason;
     if (this.#state === 'closed') return;
     if (byPeer && this.#wantsConnection()) this.#scheduleReconnect();
@@ -507,27 +383,12 @@ export class TabAgentClient {
   }
 
   #scheduleReconnect() {
-    this.#clearRetry();
-    const { initialMs, maxMs, factor, jitter } = this.#backoff;
-    const base = Math.min(maxMs, initialMs * Math.pow(factor, this.#attempt));
-    const delay = Math.round(base * (1 - jitter * this.#random()));
-    this.#attempt += 1;
-    this.#retryInMs = delay;
-    this.#retryTimer = this.#timers.setTimeout(() => {
-      this.#retryTimer = null;
+    this.#backoff.schedule(() => {
       this.connect().catch(() => {
         // reported through status(); the failure already scheduled the next try
       });
-    }, delay);
+    });
     this.#setState('backoff');
-  }
-
-  #clearRetry() {
-    if (this.#retryTimer !== null) {
-      this.#timers.clearTimeout(this.#retryTimer);
-      this.#retryTimer = null;
-    }
-    this.#retryInMs = null;
   }
 
   /** @param {ClientState} state */
@@ -551,185 +412,55 @@ export class TabAgentClient {
     return new TabAgentError({ type: 'closed', title: 'client closed' });
   }
 
-  // ---- requests ---------------------------------------------------------
-
-  /**
-   * @param {Connection} conn
-   * @param {string} type
-   * @param {Record<string, any>} fields
-   * @param {{id: RequestId, timeoutMs: number, idle: boolean, onChunk?: (m: Envelope) => void, signal?: AbortSignal}} opts
-   * @returns {Promise<Envelope>}
-   */
-  #send(conn, type, fields, opts) {
-    return new Promise((resolve, reject) => {
-      const { id } = opts;
-      const key = String(id);
-      if (this.#pending.has(key)) {
-        reject(new TabAgentError({ type: 'duplicate_id', title: 'request id already in use', detail: key }, id));
-        return;
-      }
-      const envelope = makeRequest(id, type, fields);
-      const max = conn.transport.maxMessageBytes;
-      if (max) {
-        const size = encodedSize(envelope);
-        if (size > max) {
-          reject(
-            new TabAgentError(
-              {
-                type: 'too_large',
-                title: 'request too large for transport',
-                status: 413,
-                detail: `${size} bytes > ${max} allowed over ${conn.transport.name}`,
-              },
-              id,
-            ),
-          );
-          return;
-        }
-      }
-      /** @type {Pending} */
-      const p = {
-        id,
-        type,
-        conn,
-        resolve,
-        reject,
-        onChunk: opts.onChunk,
-        timeoutMs: opts.timeoutMs,
-        idle: opts.idle,
-        timer: null,
-      };
-      this.#pending.set(key, p);
-      this.#armTimer(p);
-      if (opts.signal) {
-        opts.signal.addEventListener(
-          'abort',
-          () => {
-            if (this.#pending.get(key) !== p) return;
-            this.#fail(p, new TabAgentError({ type: 'aborted', title: 'aborted' }, id));
-            if (GENERATION_TYPES.has(type)) this.#bestEffortCancel(id);
-          },
-          { once: true },
-        );
-      }
-      try {
-        conn.port.postMessage(envelope);
-      } catch (e) {
-        this.#fail(p, new TabAgentError({ type: 'disconnected', title: 'send failed', detail: messageOf(e) }, id));
-        this.#handleDisconnect(conn, messageOf(e) || 'send failed');
-      }
-    });
-  }
-
-  /** @param {Pending} p */
-  #armTimer(p) {
-    if (p.timer !== null) this.#timers.clearTimeout(p.timer);
-    p.timer = null;
-    if (!(p.timeoutMs > 0)) return;
-    p.timer = this.#timers.setTimeout(() => {
-      if (this.#pending.get(String(p.id)) !== p) return;
-      const what = p.idle ? 'no reply' : 'no final reply';
-      this.#fail(
-        p,
-        new TabAgentError(
-          { type: 'timeout', title: 'request timed out', status: 504, detail: `${p.type}: ${what} within ${p.timeoutMs} ms` },
-          p.id,
-        ),
-      );
-      if (GENERATION_TYPES.has(p.type)) this.#bestEffortCancel(p.id);
-    }, p.timeoutMs);
-  }
-
-  /**
-   * @param {Pending} p
-   * @param {Error} err
-   */
-  #fail(p, err) {
-    this.#finish(p);
-    p.reject(err);
-  }
-
-  /** @param {Pending} p */
-  #finish(p) {
-    if (p.timer !== null) this.#timers.clearTimeout(p.timer);
-    p.timer = null;
-    this.#pending.delete(String(p.id));
-  }
-
-  /**
-   * Stop tracking a request whose caller went away; optionally stop its generation.
-   * @param {RequestId} id
-   * @param {boolean} stopGeneration
-   */
-  #abandon(id, stopGeneration) {
-    const p = this.#pending.get(String(id));
-    if (!p) return;
-    this.#finish(p);
-    if (stopGeneration) this.#bestEffortCancel(id);
-  }
+  // ---- messages -----------------------------------------------------------
 
   /** @param {RequestId} id */
   #bestEffortCancel(id) {
     if (!this.#conn) return;
-    this.#send(this.#conn, Req.StopGeneration, { target_id: id }, { id: this.nextId(), timeoutMs: 10_000, idle: false }).catch(
-      () => {
+    this.#pending
+      .send(this.#conn, Req.StopGeneration, { target_id: id }, { id: this.nextId(), timeoutMs: 10_000, idle: false })
+      .catch(() => {
         // the generation ends on its own (or with the connection) anyway
-      },
-    );
-  }
-
-  /** @param {unknown} raw */
-  #handleMessage(raw) {
-    if (typeof raw !== 'object' || raw === null) return;
-    const msg = /** @type {Envelope} */ (raw);
-    if (isEvent(msg)) {
-      this.#dispatchEvent(msg);
-      return;
-    }
-    if (msg.id === undefined || msg.id === null) return;
-    const p = this.#pending.get(String(msg.id));
-    if (!p) return; // late reply to a request that timed out or was abandoned
-    if (isError(msg)) {
-      this.#fail(p, TabAgentError.fromReply(msg));
-    } else if (isFinal(msg)) {
-      this.#finish(p);
-      p.resolve(msg);
-    } else {
-      if (p.idle) this.#armTimer(p);
-      try {
-        p.onChunk?.(msg);
-      } catch (e) {
-        this.#logger.warn('tabagent: chunk handler threw', e);
-      }
-    }
-  }
-
-  // ---- subscriptions ----------------------------------------------------
-
-  /** @param {Envelope} msg */
-  #dispatchEvent(msg) {
-    const name = eventName(msg);
-    for (const sub of [...this.#subs]) {
-      if (!sub.events.has(name) && !sub.events.has('*')) continue;
-      try {
-        sub.callback(msg);
-      } catch (e) {
-        this.#logger.warn('tabagent: event callback threw', e);
-      }
-    }
+      });
   }
 
   /**
-   * Tell the server the union of subscribed events, if it changed.
+   * @param {Connection} conn the connection it arrived on
+   * @param {unknown} raw
+   */
+  #handleMessage(conn, raw) {
+    if (typeof raw !== 'object' || raw === null) return;
+    const msg = /** @type {Envelope} */ (raw);
+    if (isEvent(msg)) {
+      // pushed under a Subscribe's id (or none, when the extension made it)
+      if (Subscriptions.acceptsEvent(msg, conn)) this.#subs.dispatch(msg);
+      return;
+    }
+    this.#pending.route(msg);
+  }
+
+  /**
+   * Ask the server for every subscribed event, if it does not tell them all
+   * yet. One Subscribe at a time per connection: a second caller waits for
+   * the first, then sends only what is still missing.
    * @param {Connection} conn
    */
   async #syncSubscriptions(conn) {
-    const union = new Set();
-    for (const s of this.#subs) for (const e of s.events) union.add(e);
-    const events = [...union].sort();
-    const key = events.join('\n');
-    if (key === this.#serverEvents) return;
-    await this.#send(conn, Req.Subscribe, { events }, { id: this.nextId(), timeoutMs: this.#requestTimeoutMs, idle: false });
-    if (this.#conn === conn) this.#serverEvents = key;
+    while (conn.syncing) await conn.syncing.catch(() => {});
+    const ask = this.#subs.request(conn.told);
+    if (!ask) return;
+    const id = this.nextId();
+    conn.syncing = this.#pending.send(conn, Req.Subscribe, { events: ask.events }, { id, timeoutMs: this.#requestTimeoutMs, idle: false });
+    const previous = conn.subscriptionId;
+    conn.subscriptionId = id; // events may follow the Subscribed reply at once
+    try {
+      await conn.syncing;
+      conn.told = ask.told;
+    } catch (e) {
+      conn.subscriptionId = previous; // the earlier one still stands
+      throw e;
+    } finally {
+      conn.syncing = null;
+    }
   }
 }

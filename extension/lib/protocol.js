@@ -4,8 +4,10 @@
 //
 // A request is `{id, request_type, ...fields}`. Every reply echoes `id`,
 // carries `response_type` and `done` (true on the final message). Server push
-// messages have `response_type: "Event"` and no id. The same JSON envelopes
-// travel over native messaging and over the WebRTC data channel.
+// messages have `response_type: "Event"`, `done: false` and the id of the
+// Subscribe that asked for them (events the extension makes itself have no
+// id). The same JSON envelopes travel over native messaging and over the
+// WebRTC data channel.
 
 /** Native messaging host name, as registered by `tabagent install-host`. */
 export const NATIVE_HOST = 'com.tabagent.host';
@@ -96,6 +98,15 @@ export const Res = Object.freeze({
   Subscribed: 'Subscribed',
 });
 
+/** Events the server pushes to a Subscribe (see openapi.yaml, schema Event). */
+export const ServerEvent = Object.freeze({
+  ModelLoadProgress: 'ModelLoadProgress',
+  ModelLoaded: 'ModelLoaded',
+  ModelUnloaded: 'ModelUnloaded',
+  PullProgress: 'PullProgress',
+  LowMemory: 'LowMemory',
+});
+
 /** Event names produced by the extension itself (never sent to the server). */
 export const LOCAL_EVENT_PREFIX = 'client.';
 export const EVENT_CLIENT_STATUS = 'client.status';
@@ -139,9 +150,9 @@ export function isError(msg) {
   return msg.response_type === Res.Error || (msg.error != null && typeof msg.error === 'object');
 }
 
-/** @param {Envelope} msg */
+/** A pushed event (under a Subscribe's id, or none). @param {Envelope} msg */
 export function isEvent(msg) {
-  return msg.response_type === Res.Event && (msg.id === undefined || msg.id === null);
+  return msg.response_type === Res.Event;
 }
 
 /**

@@ -199,7 +199,8 @@ export class Relay {
       ack();
       return;
     }
-    this.#client.subscribe(remote, (event) => this.#post(page, event)).then(
+    // server events go to the page under its own Subscribe's id, as the server would
+    this.#client.subscribe(remote, (event) => this.#post(page, { ...event, id })).then(
       (unsubscribe) => {
         if (!page.open || seq !== page.subscribeSeq) {
           unsubscribe(); // the page left, or subscribed again meanwhile

@@ -397,32 +397,79 @@ test('an explicit connect during backoff tries at once', async () => {
   assert.deepEqual(clock.pendingDelays(), [], 'the backoff timer is gone');
 });
 
-test('subscribe sends the union of events, dispatches by name, and unsubscribe narrows it', async () => {
+test('subscribe asks for the union of events, dispatches by name, and unsubscribe narrows it locally', async () => {
   const native = new FakeTransport('native');
   const { client } = setup([native]);
   const a = /** @type {string[]} */ ([]);
   const b = /** @type {string[]} */ ([]);
-  const all = /** @type {string[]} */ ([]);
   const unA = await client.subscribe(['model.loaded', 'model.unloaded'], (e) => a.push(e.event));
-  await client.subscribe(['download.progress'], (e) => b.push(e.event));
-  await client.subscribe(['*'], (e) => all.push(e.event));
+  const unB = await client.subscribe(['download.progress'], (e) => b.push(e.event));
   const port = native.port;
-  assert.deepEqual(port.sentOf('Subscribe').at(-1).events, ['*', 'download.progress', 'model.loaded', 'model.unloaded']);
+  const subs = port.sentOf('Subscribe');
+  assert.deepEqual(subs.at(-1).events, ['download.progress', 'model.loaded', 'model.unloaded']);
+  const id = subs.at(-1).id;
 
-  port.deliver({ response_type: 'Event', event: 'model.loaded' });
-  port.deliver({ response_type: 'Event', event: 'download.progress' });
-  port.deliver({ response_type: 'Event', event: 'other' });
+  port.deliver({ id, response_type: 'Event', event: 'model.loaded', done: false });
+  port.deliver({ id, response_type: 'Event', event: 'download.progress', done: false });
+  port.deliver({ id, response_type: 'Event', event: 'other', done: false });
   assert.deepEqual(a, ['model.loaded']);
   assert.deepEqual(b, ['download.progress']);
-  assert.deepEqual(all, ['model.loaded', 'download.progress', 'other']);
 
+  // the server cannot narrow a subscription: nothing is sent, the client drops what nobody wants
   const before = port.sentOf('Subscribe').length;
   unA();
   await flush();
-  assert.equal(port.sentOf('Subscribe').length, before + 1);
-  assert.deepEqual(port.sentOf('Subscribe').at(-1).events, ['*', 'download.progress']);
-  port.deliver({ response_type: 'Event', event: 'model.loaded' });
+  assert.equal(port.sentOf('Subscribe').length, before);
+  port.deliver({ id, response_type: 'Event', event: 'model.loaded', done: false });
   assert.deepEqual(a, ['model.loaded'], 'no more events after unsubscribe');
+
+  // asking again for what the server already tells sends nothing either
+  await client.subscribe(['model.loaded'], () => {});
+  assert.equal(port.sentOf('Subscribe').length, before);
+
+  // '*' is every event: an empty list for the server
+  const all = /** @type {string[]} */ ([]);
+  await client.subscribe(['*'], (e) => all.push(e.event));
+  assert.deepEqual(port.sentOf('Subscribe').at(-1).events, []);
+  const allId = port.sentOf('Subscribe').at(-1).id;
+  port.deliver({ id: allId, response_type: 'Event', event: 'other', done: false });
+  assert.deepEqual(all, ['other']);
+  unB();
+  await client.subscribe(['x'], () => {});
+  assert.equal(port.sentOf('Subscribe').length, before + 1, 'everything is told already');
+});
+
+test('the real server shape: Subscribed (done false) settles subscribe; events come under its id, stale ones are ignored', async () => {
+  const native = new FakeTransport('native', {
+    handlers: {
+      // like tabagent: the subscription stays open, and LowMemory follows at once when memory is low
+      Subscribe: (msg, port) => {
+        port.deliver({ id: msg.id, response_type: 'Subscribed', events: msg.events, done: false });
+        port.deliver({ id: msg.id, response_type: 'Event', event: 'LowMemory', available_bytes: 1, total_bytes: 8, done: false });
+      },
+    },
+  });
+  const { client, clock } = setup([native]);
+  const got = /** @type {string[]} */ ([]);
+  await client.subscribe(['LowMemory', 'ModelLoaded'], (e) => got.push(`${e.event}:${e.id}`));
+  const first = native.port.sentOf('Subscribe')[0].id;
+  await flush();
+  assert.deepEqual(got, [`LowMemory:${first}`]);
+
+  // a wider subscription replaces the first; the server still pushes under the old id too
+  await client.subscribe(['ModelUnloaded'], (e) => got.push(`${e.event}:${e.id}`));
+  const second = native.port.sentOf('Subscribe')[1].id;
+  assert.deepEqual(native.port.sentOf('Subscribe')[1].events, ['LowMemory', 'ModelLoaded', 'ModelUnloaded']);
+  native.port.deliver({ id: first, response_type: 'Event', event: 'ModelLoaded', model: 'g', done: false });
+  native.port.deliver({ id: second, response_type: 'Event', event: 'ModelLoaded', model: 'g', done: false });
+  native.port.deliver({ id: 999, response_type: 'Event', event: 'ModelLoaded', model: 'g', done: false });
+  assert.deepEqual(got.slice(2), [`ModelLoaded:${second}`], 'each event once, from the current subscription');
+
+  // nothing stays pending: no timeout fires later
+  await clock.advance(120_000);
+  assert.equal(client.status().state, 'connected');
+  native.port.deliver({ id: second, response_type: 'Event', event: 'ModelUnloaded', model: 'g', reason: 'idle', done: false });
+  assert.equal(got.at(-1), `ModelUnloaded:${second}`);
 });
 
 test('a refused Subscribe rejects and leaves no subscription behind', async () => {

@@ -134,6 +134,24 @@ test('client.status events reach subscribed pages; server events are relayed', a
   assert.ok(names.includes('client.status:connected'), names.join(','));
 });
 
+test('server events reach each subscribed page once, under that page\'s Subscribe id', async () => {
+  const { page, native } = setup();
+  const one = page();
+  const two = page();
+  const seen = /** @type {Record<string, any[]>} */ ({ one: [], two: [] });
+  await one.client.subscribe(['ModelLoadProgress'], (e) => seen.one.push(e));
+  await two.client.subscribe(['ModelLoadProgress'], (e) => seen.two.push(e));
+  await flush();
+  const upstreamSubs = native.port.sentOf('Subscribe');
+  assert.equal(upstreamSubs.length, 1, 'the same events are asked for once');
+  native.port.deliver({ id: upstreamSubs[0].id, response_type: 'Event', event: 'ModelLoadProgress', model: 'g', progress: 0.5, done: false });
+  await flush();
+  assert.equal(seen.one.length, 1);
+  assert.equal(seen.two.length, 1);
+  assert.equal(seen.one[0].id, one.ends[0].sentOf('Subscribe')[0].id);
+  assert.equal(seen.one[0].progress, 0.5);
+});
+
 test('when tabagent is unreachable a page request fails with unavailable, but the page stays connected', async () => {
   const { page } = setup([new FakeTransport('native', { mode: 'missing' }), new FakeTransport('webrtc', { mode: 'throw' })]);
   const { client } = page();

@@ -33,6 +33,16 @@ const models = [
   { id: 'mock-embed', format: 'onnx', kind: 'embedding', size_bytes: 22900000, loaded: false },
 ];
 
+/** @type {{id: any, events: string[]}[]} open Subscribe requests */
+const subscriptions = [];
+
+/** Push an event to every subscription that asked for it. @param {{event: string, [k: string]: any}} event */
+function publish(event) {
+  for (const s of subscriptions) {
+    if (s.events.length === 0 || s.events.includes(event.event)) send({ id: s.id, response_type: 'Event', ...event, done: false });
+  }
+}
+
 /** @param {any} id @param {string} type @param {string} detail @param {number} status */
 const error = (id, type, detail, status = 400) => send({ id, response_type: 'Error', error: { type, title: type.replace(/_/g, ' '), status, detail }, done: true });
 
@@ -68,8 +78,25 @@ function handle(req) {
     case 'UnloadModel': {
       const m = models.find((x) => x.id === req.model);
       if (!m) return error(id, 'model_not_found', `no model ${req.model}`, 404);
-      m.loaded = req.request_type === 'LoadModel';
-      return send({ id, response_type: 'ModelLoaded', model: m.id, done: true });
+      const reply = () => send({ id, response_type: 'ModelLoaded', model: m.id, done: true });
+      if (req.request_type === 'UnloadModel') {
+        m.loaded = false;
+        publish({ event: 'ModelUnloaded', model: m.id, reason: 'requested' });
+        return reply();
+      }
+      // a load takes a moment and tells its progress, like tabagent's
+      const steps = [0, 0.5, 1];
+      const step = () => {
+        const p = steps.shift();
+        if (p === undefined) {
+          m.loaded = true;
+          publish({ event: 'ModelLoaded', model: m.id });
+          return reply();
+        }
+        publish({ event: 'ModelLoadProgress', model: m.id, progress: p });
+        setTimeout(step, 300);
+      };
+      return step();
     }
     case 'PullModel': {
       let n = 0;
@@ -136,7 +163,9 @@ function handle(req) {
       return send({ id, response_type: 'RagResults', hits, done: true });
     }
     case 'Subscribe':
-      return send({ id, response_type: 'Subscribed', events: req.events, done: true });
+      // like tabagent: the request stays open and events come under its id
+      subscriptions.push({ id, events: req.events ?? [] });
+      return send({ id, response_type: 'Subscribed', events: req.events, done: false });
     default:
       return error(id, 'unknown_request', `unknown variant \`${req.request_type}\``);
   }

@@ -11,8 +11,9 @@
 // (tests/fixtures/make_tiny_gguf.py), a fresh Chromium profile in which
 // `tabagent install-host --user-data-dir` registers the real binary as
 // com.tabagent.host, and checks, each step reported on its own:
-//   native messaging: Health, ListModels, streamed Chat (tiny and Gemma), and
-//   the side panel streaming a Gemma reply (screenshots);
+//   native messaging: Health, ListModels, streamed Chat (tiny and Gemma), a
+//   side panel showing each model loading (push events), and the side panel
+//   streaming a Gemma reply (screenshots);
 //   then `tabagent uninstall-host`, a real `tabagent --mode webrtc` server on
 //   127.0.0.1, and over WebRTC (auto fallback): Health, streamed Chat (tiny
 //   and Gemma), and the side panel again (screenshots).
@@ -185,6 +186,19 @@ try {
     assert(ids.includes(TINY) && ids.includes(GEMMA), `models ${JSON.stringify(ids)}`);
   });
 
+  // A side panel open before the first chats, watching its activity line: the
+  // chats auto-load the models, and the server's push events should show it.
+  const watcher = await open(`chrome-extension://${id}/sidepanel.html`);
+  await watcher.waitFor(`document.getElementById('model-select').options.length > 0`, 30_000);
+  await watcher.evaluate(`(() => {
+    window.__activity = [];
+    const el = document.getElementById('activity');
+    new MutationObserver(() => window.__activity.push(el.hidden ? '' : el.textContent.trim()))
+      .observe(el, { subtree: true, childList: true, characterData: true, attributes: true });
+    return true;
+  })()`);
+  await sleep(500); // its Subscribe reaches the server
+
   await check('native messaging: a streamed Chat reply from the tiny model', async () => {
     const r = await hook.evaluate(`tabagentTest.stream('Chat', ${JSON.stringify(chatFields(TINY, 'Say hello.', 24))}, {timeoutMs: ${SLOW}})`);
     assertStreamed(r, TINY, 2);
@@ -194,6 +208,15 @@ try {
     const r = await hook.evaluate(`tabagentTest.stream('Chat', ${JSON.stringify(chatFields(GEMMA, 'What is the capital of France?', 32))}, {timeoutMs: ${SLOW}})`);
     assertStreamed(r, GEMMA, 3);
     console.log(`# Gemma over native messaging: ${JSON.stringify(r.text)}`);
+  });
+
+  await check('native messaging: the side panel showed each model loading (server push events), then cleared it', async () => {
+    const seen = await watcher.evaluate(`window.__activity`);
+    for (const model of [TINY, GEMMA]) {
+      assert(seen.some((/** @type {string} */ t) => new RegExp(`^Loading ${model}… \\d+%`).test(t)), `no "Loading ${model}…" in ${JSON.stringify(seen)}`);
+    }
+    assert(await watcher.evaluate(`document.getElementById('activity').hidden`), `still shown: ${JSON.stringify(seen.slice(-3))}`);
+    console.log(`# activity line during the first chats: ${JSON.stringify(seen.filter(Boolean))}`);
   });
 
   /**

@@ -4,7 +4,8 @@
 // drive it over the DevTools protocol (--remote-debugging-pipe), and check:
 // the extension loads with no warnings or errors; Health and a streamed Chat
 // over native messaging through the test hook; the side panel renders a
-// streamed, sanitised, highlighted reply (screenshot); with the host removed,
+// streamed, sanitised, highlighted reply (screenshot) and shows a model
+// loading from the host's push events; with the host removed,
 // the fallback reaches the WebRTC transport (offscreen document + signaling),
 // and with a mock signaling server (its answering peer is a page in the same
 // browser) a data channel carries Health and a streamed Chat.
@@ -116,6 +117,26 @@ try {
     await panel.evaluate(`document.getElementById('history-toggle').click(); true`);
     await panel.waitFor(`document.querySelectorAll('#history-list .title').length > 0`);
     console.log(`# screenshot: ${await panel.screenshot('sidepanel-history.png')}`);
+  });
+
+  await check('the side panel shows a model loading from the server\'s events, then clears it', async () => {
+    const panel = await open(`chrome-extension://${id}/sidepanel.html`);
+    await panel.waitFor(`document.getElementById('status-text').textContent.startsWith('native')`);
+    await panel.waitFor(`document.getElementById('model-select').value === 'mock-chat'`);
+    await panel.evaluate(`(() => {
+      window.__activity = [];
+      const el = document.getElementById('activity');
+      new MutationObserver(() => window.__activity.push(el.hidden ? '' : el.textContent.trim()))
+        .observe(el, { subtree: true, childList: true, characterData: true, attributes: true });
+      document.getElementById('model-load').click();
+      return true;
+    })()`);
+    await panel.waitFor(`/Loading mock-chat… 50%/.test(document.getElementById('activity-text').textContent)`);
+    console.log(`# screenshot: ${await panel.screenshot('sidepanel-loading.png')}`);
+    await panel.waitFor(`document.getElementById('notice').textContent === 'mock-chat: loaded'`);
+    const seen = await panel.evaluate(`window.__activity`);
+    assert(seen.some((/** @type {string} */ t) => t === 'Loading mock-chat… 0%'), JSON.stringify(seen));
+    assert(await panel.evaluate(`document.getElementById('activity').hidden`), `still shown: ${JSON.stringify(seen)}`);
   });
 
   await check('ask about this page: page text -> AddDocument -> RagQuery -> an answer citing its excerpt', async () => {

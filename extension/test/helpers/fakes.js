@@ -100,7 +100,7 @@ export function fakeServer(handlers = {}) {
     if (msg.request_type === 'Health') {
       port.deliver({ id: msg.id, response_type: 'Health', status: 'ok', done: true });
     } else if (msg.request_type === 'Subscribe') {
-      port.deliver({ id: msg.id, response_type: 'Subscribed', events: msg.events, done: true });
+      port.deliver({ id: msg.id, response_type: 'Subscribed', events: msg.events, done: false }); // the subscription stays open
     } else if (msg.request_type === 'StopGeneration') {
       port.deliver({ id: msg.id, response_type: 'StopGeneration', stopped: true, done: true });
     }
