@@ -364,6 +364,7 @@ fn lifecycle_load_info_select_and_unload() {
     let models = tiny_models(&["tiny", "other"]);
     let server = http_server(&models, &[]);
     let info = server.get("/api/models/tiny").json();
+    assert_eq!(info["model"], "tiny", "{info}");
     assert_eq!(info["architecture"], "llama");
     assert_eq!(info["has_chat_template"], true);
     assert_eq!(info["chat_template"], "embedded");

@@ -112,12 +112,20 @@ pub struct ModelList {
     pub models: Vec<ModelEntry>,
 }
 
-/// ModelInfo's reply.
+/// ModelInfo's reply. The id is `model`: a top-level `id` would clash with
+/// the reply envelope's request id.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelDetails {
-    /// The model as listed.
-    #[serde(flatten)]
-    pub entry: ModelEntry,
+    /// The model id.
+    pub model: String,
+    /// Its format.
+    pub format: ModelFormat,
+    /// What it is for.
+    pub kind: ModelKind,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// Whether it is in memory now.
+    pub loaded: bool,
     /// The file or folder it lives in.
     pub path: String,
     /// GGUF `general.architecture`.

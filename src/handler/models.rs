@@ -88,7 +88,11 @@ impl Handler {
             let file = models.find(&request.model)?;
             let resident = models.resident(&file.id);
             let mut details = ModelDetails {
-                entry: file.entry(resident.is_some()),
+                model: file.id.clone(),
+                format: file.format,
+                kind: file.kind,
+                size_bytes: file.size_bytes,
+                loaded: resident.is_some(),
                 path: file.path.display().to_string(),
                 architecture: None,
                 context_length: None,

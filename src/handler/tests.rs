@@ -2,7 +2,7 @@
 //! model manager and the jobs, in milliseconds, seen as a client sees it (the
 //! JSON replies). The real backends have their own tests in `tests/`.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
@@ -193,14 +193,21 @@ impl Fixture {
         client
     }
 
-    fn models_dir(&self) -> &Path {
-        self.dir.path()
+    fn models_dir(&self) -> PathBuf {
+        self.dir.path().join("models")
     }
 }
 
 /// For requests answered inline: their sink is never asked for.
 fn unreachable_sink() -> Arc<dyn ReplySink> {
     unreachable!("answered inline")
+}
+
+/// Asserts `reply` is an error of `status` whose detail mentions `mentions`.
+fn assert_error(reply: &Value, status: u16, mentions: &str) {
+    assert_eq!(reply["error"]["status"], status, "{reply}");
+    let detail = reply["error"]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(mentions), "{mentions:?} not in {reply}");
 }
 
 fn chat(id: &str, model: &str, stream: bool) -> Value {
@@ -245,6 +252,14 @@ fn chat_loads_its_model_on_first_use_and_streams_every_token() {
     assert_eq!(fixture.loads.load(Ordering::SeqCst), 1);
     let loaded = fixture.call(json!({"id": 3, "request_type": "ListLoadedModels"}));
     assert_eq!(loaded["models"][0]["model"], "alpha", "{loaded}");
+    // The reply's own fields never hide the envelope's request id.
+    let info = fixture.call(json!({"id": 5, "request_type": "ModelInfo", "model": "alpha"}));
+    assert_eq!(
+        (&info["id"], &info["model"]),
+        (&json!(5), &json!("alpha")),
+        "{info}"
+    );
+    assert_eq!(info["loaded"], true, "{info}");
 
     // max_tokens cuts the reply: finish_reason length.
     let mut short = chat("c3", "alpha", false);
@@ -257,18 +272,11 @@ fn chat_loads_its_model_on_first_use_and_streams_every_token() {
 fn unknown_and_corrupt_models_get_clear_errors() {
     let fixture = Fixture::new(Setup::default());
     let unknown = fixture.call(chat("u", "no-such-model", true));
-    assert_eq!(unknown["error"]["status"], 404, "{unknown}");
-    assert!(
-        unknown["error"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("no-such-model")
-    );
+    assert_error(&unknown, 404, "no-such-model");
 
-    let models = fixture.models_dir().join("models");
-    std::fs::write(models.join("cut.gguf"), tiny(7)).unwrap();
+    std::fs::write(fixture.models_dir().join("cut.gguf"), tiny(7)).unwrap();
     let cut = fixture.call(chat("x", "cut", true));
-    assert_eq!(cut["error"]["status"], 422, "{cut}");
+    assert_error(&cut, 422, "cut.gguf");
     assert_eq!(
         fixture.loads.load(Ordering::SeqCst),
         0,
@@ -276,13 +284,7 @@ fn unknown_and_corrupt_models_get_clear_errors() {
     );
 
     let wrong = fixture.call(chat("w", "minilm", true));
-    assert_eq!(wrong["error"]["status"], 400, "{wrong}");
-    assert!(
-        wrong["error"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("embedding")
-    );
+    assert_error(&wrong, 400, "embedding");
 }
 
 #[test]
@@ -345,7 +347,7 @@ fn a_full_queue_answers_503_with_retry_after() {
     let first = fixture.send(chat("1", "alpha", true));
     let second = fixture.send(chat("2", "alpha", true));
     let refused = fixture.call(chat("3", "alpha", true));
-    assert_eq!(refused["error"]["status"], 503, "{refused}");
+    assert_error(&refused, 503, "waiting");
     assert_eq!(refused["error"]["retry_after"], 1, "{refused}");
     // The accepted ones finish; then there is room again.
     for client in [first, second] {
@@ -394,13 +396,7 @@ fn models_that_do_not_fit_are_refused_and_idle_ones_evicted() {
         ..Setup::default()
     });
     let refused = tiny_budget.call(chat("big", "alpha", true));
-    assert_eq!(refused["error"]["status"], 507, "{refused}");
-    assert!(
-        refused["error"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("budget")
-    );
+    assert_error(&refused, 507, "budget");
 }
 
 #[test]
