@@ -26,6 +26,8 @@ pub struct Client {
     socket: UdpSocket,
     local: SocketAddr,
     blocking: bool,
+    /// The socket's read timeout as last set (a syscall per change).
+    read_timeout: Duration,
     pub channel: Option<ChannelId>,
     pending: Option<SdpPendingOffer>,
     /// Whole replies received, in order.
@@ -34,6 +36,11 @@ pub struct Client {
     next_timeout: Instant,
     pub session_id: String,
     pub frames_received: u64,
+    /// The SCTP send buffer, in bytes.
+    sctp_buffer: usize,
+    /// False after a write found SCTP's buffer full, until str0m reports the
+    /// buffered amount low again (a browser waits for `bufferedamountlow`).
+    writable: bool,
 }
 
 impl Client {
@@ -63,6 +70,7 @@ impl Client {
             socket,
             local,
             blocking: true,
+            read_timeout: Duration::ZERO,
             channel: None,
             pending: Some(pending),
             inbox: VecDeque::new(),
@@ -70,6 +78,8 @@ impl Client {
             next_timeout: Instant::now(),
             session_id: String::new(),
             frames_received: 0,
+            sctp_buffer,
+            writable: true,
         };
         (client, offer.to_sdp_string())
     }
@@ -82,6 +92,7 @@ impl Client {
             socket,
             local,
             blocking: true,
+            read_timeout: Duration::ZERO,
             channel: None,
             pending: None,
             inbox: VecDeque::new(),
@@ -89,6 +100,9 @@ impl Client {
             next_timeout: Instant::now(),
             session_id: session_id.to_string(),
             frames_received: 0,
+            // str0m's default (RtcConfig::sctp_max_buffered_amount).
+            sctp_buffer: 128 * 1024,
+            writable: true,
         }
     }
 
@@ -149,8 +163,9 @@ impl Client {
             self.socket.set_nonblocking(!blocking).unwrap();
             self.blocking = blocking;
         }
-        if blocking {
+        if blocking && wait != self.read_timeout {
             self.socket.set_read_timeout(Some(wait)).unwrap();
+            self.read_timeout = wait;
         }
         match self.socket.recv_from(&mut buf) {
             Ok((n, source)) => {
@@ -196,6 +211,7 @@ impl Client {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::ChannelOpen(id, _) => self.channel = Some(id),
+            Event::ChannelBufferedAmountLow(_) => self.writable = true,
             Event::ChannelData(data) => {
                 self.frames_received += 1;
                 let value: Value =
@@ -217,19 +233,31 @@ impl Client {
     }
 
     /// Sends raw bytes on the channel, driving while SCTP's buffer is full.
+    ///
+    /// Like a browser page, it writes while the channel takes messages and,
+    /// once one is refused, waits for the buffered-amount-low event instead of
+    /// retrying: every write arms str0m's whole output pass, and sctp-proto's
+    /// pass walks all unacknowledged chunks, so retrying after each datagram
+    /// doubled the sender's work.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         let channel = self.channel.expect("the channel is open");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let accepted = self
-                .rtc
-                .channel(channel)
-                .unwrap()
-                .write(false, bytes)
-                .unwrap();
-            self.drain();
-            if accepted {
-                return;
+            if self.writable {
+                let mut writer = self.rtc.channel(channel).unwrap();
+                let accepted = writer.write(false, bytes).unwrap();
+                if !accepted {
+                    // The event fires when the buffered amount falls to this
+                    // level, which is when the message fits (it is above it
+                    // now, or the write would have been taken).
+                    let low = self.sctp_buffer.saturating_sub(bytes.len());
+                    writer.set_buffered_amount_low_threshold(low);
+                    self.writable = false;
+                }
+                self.drain();
+                if accepted {
+                    return;
+                }
             }
             assert!(
                 Instant::now() < deadline,

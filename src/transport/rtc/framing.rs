@@ -94,9 +94,22 @@ struct Frame {
     data: String,
 }
 
+/// Whether `message` contains the bytes `Partial`. A byte loop rather than
+/// `windows(7)`, which compared seven bytes at every offset and cost more
+/// than the rest of serving a 64 KiB request.
+fn names_partial(message: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"Partial";
+    message
+        .iter()
+        .enumerate()
+        .any(|(at, &byte)| byte == b'P' && message[at..].starts_with(NEEDLE))
+}
+
 /// What an incoming message amounts to.
 pub enum Incoming {
-    /// A whole request (a plain message, or the last frame joined).
+    /// The message itself is a whole request (no copy is made).
+    Plain,
+    /// A whole request joined from frames.
     Whole(Vec<u8>),
     /// A frame was kept; more are to come.
     Pending,
@@ -114,10 +127,9 @@ impl Joiner {
     /// Takes one data channel message.
     pub fn push(&mut self, message: &[u8], max_bytes: usize) -> Incoming {
         // Cheap test first: only a message naming Partial can be a frame.
-        let maybe_frame = message.windows(7).any(|w| w == b"Partial");
-        let frame = match maybe_frame.then(|| serde_json::from_slice::<Frame>(message)) {
+        let frame = match names_partial(message).then(|| serde_json::from_slice::<Frame>(message)) {
             Some(Ok(frame)) if frame.request_type == "Partial" => frame,
-            _ => return Incoming::Whole(message.to_vec()),
+            _ => return Incoming::Plain,
         };
         let key = frame.id.key();
         if frame.seq == 0 {
@@ -210,8 +222,13 @@ mod tests {
         // A plain message that mentions Partial is still a plain message.
         assert!(matches!(
             joiner.push(text.as_bytes(), 1 << 20),
-            Incoming::Whole(_)
+            Incoming::Plain
         ));
+        assert!(matches!(
+            joiner.push(br#"{"id":1,"request_type":"Health"}"#, 1 << 20),
+            Incoming::Plain
+        ));
+        assert!(names_partial(b"xxPartial") && !names_partial(b"Partia") && !names_partial(b""));
 
         let frame = |seq: u64, last: bool, data: &str| {
             format!(

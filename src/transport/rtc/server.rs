@@ -329,6 +329,7 @@ impl RtcServer {
         // The caller found the session.
         let session = self.sessions.get_mut(id).expect("session exists");
         let message: Cow<[u8]> = match session.joiner.push(message, max) {
+            Incoming::Plain => Cow::Borrowed(message),
             Incoming::Whole(bytes) => Cow::Owned(bytes),
             Incoming::Pending => return,
             Incoming::Failed(request, error) => {
