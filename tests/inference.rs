@@ -9,31 +9,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{HttpServer, NativeHost, TempDir, http};
+use crate::util::{HttpServer, NativeHost, TempDir, http, tiny_gguf};
 
 const GEMMA: &str = "gemma-3-270m-q4_k_m";
-
-/// The tiny GGUF, built once per test run.
-fn tiny_gguf() -> &'static Path {
-    static TINY: OnceLock<PathBuf> = OnceLock::new();
-    TINY.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tabagent-tiny-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("tiny.gguf");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/make_tiny_gguf.py");
-        let status = Command::new("python3").arg(script).arg(&out).status().unwrap();
-        assert!(
-            status.success(),
-            "make_tiny_gguf.py failed: install its deps with python3 -m pip install 'gguf==0.19.*' numpy"
-        );
-        out
-    })
-}
 
 /// The real models dir, or None (with a loud message) outside `make test`.
 fn real_models(test: &str) -> Option<PathBuf> {

@@ -3,26 +3,14 @@
 
 use serde_json::json;
 
-use crate::util::{HttpServer, NativeHost, TempDir};
+use crate::util::{HttpServer, NativeHost, TempDir, tiny_gguf};
 
 /// A data dir whose models dir holds the tiny random GGUF as `tiny`.
 fn data_with_tiny_model() -> TempDir {
     let data = TempDir::new("responses");
     let models = data.path().join("models");
     std::fs::create_dir_all(&models).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/make_tiny_gguf.py"
-    );
-    let status = std::process::Command::new("python3")
-        .arg(script)
-        .arg(models.join("tiny.gguf"))
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "make_tiny_gguf.py failed (pip install 'gguf==0.19.*' numpy)"
-    );
+    std::fs::copy(tiny_gguf(), models.join("tiny.gguf")).unwrap();
     data
 }
 

@@ -19,6 +19,25 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tabagent"))
 }
 
+/// The tiny random GGUF (tests/fixtures/make_tiny_gguf.py), built once per
+/// test run; copy it into a models dir.
+#[cfg(feature = "llama")]
+pub fn tiny_gguf() -> &'static Path {
+    static TINY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TINY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tabagent-tiny-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("tiny.gguf");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/make_tiny_gguf.py");
+        let status = Command::new("python3").arg(script).arg(&out).status().unwrap();
+        assert!(
+            status.success(),
+            "make_tiny_gguf.py failed: install its deps with python3 -m pip install 'gguf==0.19.*' numpy"
+        );
+        out
+    })
+}
+
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 
