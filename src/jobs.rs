@@ -19,6 +19,13 @@ pub trait ReplySink: Send + Sync {
     /// Delivers one reply (chunk or final). Returns false when the client is
     /// gone, which cancels the request.
     fn deliver(&self, reply: Reply) -> bool;
+
+    /// Whether the client is still there, asked between tokens that show no
+    /// text (nothing to deliver, so a hang-up would go unnoticed). Sinks that
+    /// learn of a hang-up from their transport keep this default.
+    fn is_present(&self) -> bool {
+        true
+    }
 }
 
 /// Which pool a job runs on: model work must not starve quick store work.
@@ -71,6 +78,16 @@ impl JobContext {
             self.cancel.store(true, Ordering::Relaxed);
         }
         delivered
+    }
+
+    /// Whether the client is still there; false (and the job is cancelled)
+    /// when it has gone. For stretches with nothing to [`emit`](Self::emit).
+    pub fn client_present(&self) -> bool {
+        let present = self.sink.is_present();
+        if !present {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
+        present
     }
 
     /// Whether StopGeneration named this request or its client went away.

@@ -644,7 +644,8 @@ fn gemma_client_disconnect_stops_the_generation() {
         &server,
         &json!({"id": "gone", "model": GEMMA, "messages": user("Tell me a long story."), "max_tokens": 1000}),
     );
-    // 1000 tokens take well over ten seconds; a stopped job ends at once.
+    // 1000 tokens take over fourteen seconds; a stopped job ends within a
+    // token or two, even while the model emits tokens that show no text.
     let started = Instant::now();
     loop {
         let state = server.get("/api/generations/gone").json()["state"].clone();
@@ -652,7 +653,7 @@ fn gemma_client_disconnect_stops_the_generation() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(3),
+            started.elapsed() < Duration::from_secs(5),
             "still {state} after the client left"
         );
         std::thread::sleep(Duration::from_millis(20));

@@ -333,7 +333,7 @@ fn run(
         piece.clear();
         vocab.token_to_piece_into(token, &mut piece, false, None);
         let delta = stream.push(&piece);
-        if !delta.is_empty() && !on_text(delta) {
+        if !on_text(delta) {
             break FinishReason::Cancelled;
         }
         if stream.stopped() {

@@ -107,8 +107,11 @@ pub trait TextModel: Send + Sync {
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<i32>, ApiError>;
     /// Text of token ids.
     fn detokenize(&self, tokens: &[i32]) -> Result<String, ApiError>;
-    /// Generates from `prompt`, handing each piece of text to `on_text` (false
-    /// stops it, as does `cancel`, within one token).
+    /// Generates from `prompt`, handing `on_text` the text each token makes
+    /// visible: once per token, with "" for a token that shows nothing yet (a
+    /// special token, half a character, a possible stop sequence held back),
+    /// so the caller can check on its client. False stops the generation, as
+    /// does `cancel`, within one token.
     fn generate(
         &self,
         prompt: &str,
@@ -304,7 +307,7 @@ pub mod fake {
                 std::thread::sleep(self.token_delay);
                 completion += 1;
                 let delta = stream.push(word.as_bytes()).to_string();
-                if !delta.is_empty() && !on_text(&delta) {
+                if !on_text(&delta) {
                     finish = FinishReason::Cancelled;
                     break;
                 }
@@ -316,9 +319,11 @@ pub mod fake {
             if completion == self.reply.len() as u32 && finish == FinishReason::Length {
                 finish = FinishReason::Stop;
             }
-            let rest = stream.finish().to_string();
-            if !rest.is_empty() {
-                on_text(&rest);
+            if finish != FinishReason::Cancelled {
+                let rest = stream.finish().to_string();
+                if !rest.is_empty() {
+                    on_text(&rest);
+                }
             }
             Ok(Generation {
                 text: stream.into_text(),

@@ -106,8 +106,8 @@ fn run(
     let cancel = ctx.cancel_flag();
     let mut chunks = 0usize;
     let mut on_text = |delta: &str| {
-        if !stream {
-            return true;
+        if !stream || delta.is_empty() {
+            return ctx.client_present();
         }
         chunks += 1;
         ctx.emit(Response::ChatChunk(ChatChunk {

@@ -52,7 +52,8 @@ impl Loader for FakeLoader {
     }
 }
 
-/// A client: the replies it got, as JSON; it hangs up after `hang_up_after`.
+/// A client: the replies it got, as JSON (including those that arrive after
+/// it left); it hangs up once it holds `hang_up_after` replies.
 #[derive(Default)]
 struct Client {
     replies: Mutex<Vec<Value>>,
@@ -63,8 +64,14 @@ struct Client {
 impl ReplySink for Client {
     fn deliver(&self, reply: Reply) -> bool {
         let mut replies = lock(&self.replies);
+        let present = self.hang_up_after.is_none_or(|n| replies.len() < n);
         replies.push(serde_json::from_slice(&reply.to_json()).expect("a reply is JSON"));
         self.arrived.notify_all();
+        present
+    }
+
+    fn is_present(&self) -> bool {
+        let replies = lock(&self.replies);
         self.hang_up_after.is_none_or(|n| replies.len() < n)
     }
 }
@@ -326,14 +333,35 @@ fn a_client_that_hangs_up_frees_the_model_for_the_next() {
     let started = Instant::now();
     let next = fixture.call(chat("next", "alpha", false));
     assert_eq!(next["finish_reason"], "stop", "{next}");
-    // Twelve tokens at 20 ms are 240 ms; the abandoned stream stopped early,
-    // so the second request did not wait for all of it.
+    // Twelve tokens at 20 ms are 240 ms; the abandoned stream stopped at the
+    // first chunk it could not deliver, so the second request did not wait.
     assert!(
-        lock(&gone.replies).len() <= 3,
+        lock(&gone.replies).len() <= 4,
         "the stream stopped: {:?}",
         lock(&gone.replies)
     );
     assert!(started.elapsed() < WAIT);
+}
+
+#[test]
+fn a_hang_up_is_noticed_while_the_model_shows_no_text() {
+    // After "Hi" every token extends a possible stop sequence, so the stream
+    // holds them all back: there is nothing to deliver that could fail.
+    let fixture = Fixture::new(Setup {
+        reply: "Hi x x x x x x x x x x x x x x x x x x x x",
+        ..Setup::default()
+    });
+    let gone = Arc::new(Client {
+        hang_up_after: Some(1),
+        ..Client::default()
+    });
+    let mut request = chat("gone", "alpha", true);
+    request["stop"] = json!(["x x x x x x x x x x x x x x x x x x x x x x x!"]);
+    let replies = fixture.send_as(request, Arc::clone(&gone)).finished();
+    let last = replies.last().unwrap();
+    assert_eq!(replies.len(), 2, "one chunk, then the end: {replies:?}");
+    assert_eq!(last["finish_reason"], "cancelled", "{last}");
+    assert_eq!(last["usage"]["completion_tokens"], 2, "{last}");
 }
 
 #[test]

@@ -220,6 +220,24 @@ impl ReplySink for HttpSink {
             SinkState::Finished => false,
         }
     }
+
+    /// Writing is the only way to learn that a TCP peer left, so an open event
+    /// stream gets an SSE comment (which every SSE client skips). Before the
+    /// stream opens the response head is not written yet: nothing to probe.
+    fn is_present(&self) -> bool {
+        let mut state = lock(&self.state);
+        match &mut *state {
+            SinkState::Waiting(_) => true,
+            SinkState::Streaming(writer) => {
+                let present = write_chunk(writer, b":\n\n");
+                if !present {
+                    *state = SinkState::Finished;
+                }
+                present
+            }
+            SinkState::Finished => false,
+        }
+    }
 }
 
 fn open_stream(
@@ -255,11 +273,16 @@ fn write_event(
         event.extend_from_slice(b"\n\n");
         event
     });
-    let chunk_head = format!("{:x}\r\n", event.len());
-    let result = writer
+    write_chunk(writer, &event)
+}
+
+/// Writes `data` as one HTTP chunk; false when the client is gone.
+fn write_chunk(writer: &mut Box<dyn Write + Send>, data: &[u8]) -> bool {
+    let chunk_head = format!("{:x}\r\n", data.len());
+    writer
         .write_all(chunk_head.as_bytes())
-        .and_then(|()| writer.write_all(&event))
+        .and_then(|()| writer.write_all(data))
         .and_then(|()| writer.write_all(b"\r\n"))
-        .and_then(|()| writer.flush());
-    result.is_ok()
+        .and_then(|()| writer.flush())
+        .is_ok()
 }
