@@ -410,11 +410,15 @@ impl ModelManager {
         reload: bool,
         now: Instant,
     ) -> Result<Arc<Resident>, ApiError> {
-        let options = self.clamp(file, options);
+        // Clamping reads the GGUF header (milliseconds: a model's vocabulary
+        // is in it), so a request for a loaded model does not clamp.
+        let reload_options = reload.then(|| self.clamp(file, options));
         let mut slots = lock(&self.slots);
         loop {
             match slots.get(&file.id) {
-                Some(Slot::Ready(resident)) if !reload || resident.options == options => {
+                Some(Slot::Ready(resident))
+                    if reload_options.is_none_or(|wanted| resident.options == wanted) =>
+                {
                     resident.touch(now);
                     return Ok(Arc::clone(resident));
                 }
@@ -427,6 +431,7 @@ impl ModelManager {
                 None => break,
             }
         }
+        let options = reload_options.unwrap_or_else(|| self.clamp(file, options));
         let estimate = self.estimate(file, options.context_size)?;
         let evicted = self.make_room(&mut slots, file, estimate.total_bytes)?;
         slots.insert(file.id.clone(), Slot::Loading);

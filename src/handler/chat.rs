@@ -5,7 +5,7 @@
 //! [`ChatRunner`] is the seam other request types use to run a chat inside
 //! their own job (session chat in the store): clone it into the job.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::{Handler, Outcome};
@@ -147,11 +147,15 @@ fn run(
 
 /// Load settings from the generation defaults (threads 0: one per core).
 pub fn load_options(defaults: &GenerationParams) -> LoadOptions {
+    // sysinfo reads /proc and /sys for the core count: once per process.
+    static CORES: OnceLock<u32> = OnceLock::new();
     let threads = match defaults.threads {
-        0 => sysinfo::System::physical_core_count()
-            .or_else(|_| std::thread::available_parallelism().map(|n| n.get()))
-            .ok()
-            .unwrap_or(1) as u32,
+        0 => *CORES.get_or_init(|| {
+            sysinfo::System::physical_core_count()
+                .or_else(|_| std::thread::available_parallelism().map(|n| n.get()))
+                .ok()
+                .unwrap_or(1) as u32
+        }),
         n => n,
     };
     LoadOptions {
