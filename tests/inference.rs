@@ -640,12 +640,17 @@ fn gemma_client_disconnect_stops_the_generation() {
     };
     let models = gemma_models(&real);
     let server = http_server(&models, &[]);
+    // One thread: two llama.cpp processes with a thread per core each (as
+    // when tests run side by side) slow each other to seconds per token.
+    let load = json!({"threads": 1});
+    assert_eq!(server.post(&format!("/api/models/{GEMMA}/load"), &load).status, 200);
     start_stream_and_hang_up(
         &server,
         &json!({"id": "gone", "model": GEMMA, "messages": user("Tell me a long story."), "max_tokens": 1000}),
     );
-    // 1000 tokens take over fourteen seconds; a stopped job ends within a
-    // token or two, even while the model emits tokens that show no text.
+    // 1000 tokens on one thread take over twenty seconds; a stopped job ends
+    // within a token or two, even while the model emits tokens that show no
+    // text.
     let started = Instant::now();
     loop {
         let state = server.get("/api/generations/gone").json()["state"].clone();
