@@ -642,8 +642,8 @@ fn gemma_client_disconnect_stops_the_generation() {
     let server = http_server(&models, &[]);
     // One thread: two llama.cpp processes with a thread per core each (as
     // when tests run side by side) slow each other to seconds per token.
-    let load = json!({"threads": 1});
-    assert_eq!(server.post(&format!("/api/models/{GEMMA}/load"), &load).status, 200);
+    let load = server.post(&format!("/api/models/{GEMMA}/load"), &json!({"threads": 1}));
+    assert_eq!(load.status, 200);
     start_stream_and_hang_up(
         &server,
         &json!({"id": "gone", "model": GEMMA, "messages": user("Tell me a long story."), "max_tokens": 1000}),
