@@ -3,6 +3,7 @@
 //! Most tests run the server in-process (so they can publish push events and
 //! shorten the idle timeout); one drives the real binary in `--mode all`.
 
+pub mod browser;
 pub mod client;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -643,31 +644,14 @@ fn streamed_chat_over_the_data_channel() {
 /// browser, node or namespaces are missing.
 #[test]
 fn chromium_reaches_tabagent_over_a_data_channel() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/run.sh");
-    let missing = [
-        ("/usr/bin/chromium", "Debian's chromium"),
-        ("/usr/bin/node", "node"),
-        ("/usr/bin/unshare", "unshare"),
-    ]
-    .into_iter()
-    .find(|(path, _)| !std::path::Path::new(path).exists());
-    if let Some((_, what)) = missing {
-        eprintln!("skipped: the browser test needs {what}");
-        return;
-    }
-    let output = std::process::Command::new(script)
-        .arg(env!("CARGO_BIN_EXE_tabagent"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if stderr.contains("unshare: ") && stderr.contains("Operation not permitted") {
-        eprintln!("skipped: no network namespace here (run as root): {stderr}");
-        return;
-    }
-    eprintln!("{stdout}");
-    assert!(
-        output.status.success() && stdout.contains("browser test passed"),
-        "{stdout}\n{stderr}"
-    );
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_tabagent"));
+    let run = match browser::run_page(binary) {
+        Ok(run) => run,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    eprintln!("{}", run.stdout);
+    assert!(run.passed, "{}\n{}", run.stdout, run.stderr);
 }
