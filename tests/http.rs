@@ -145,12 +145,7 @@ fn errors_are_problem_json_with_an_openai_error() {
         ),
     ];
     for (reply, status) in cases {
-        assert_eq!(
-            reply.status,
-            status,
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
+        reply.assert_status(status);
         assert_eq!(
             reply.header("Content-Type"),
             Some("application/problem+json")

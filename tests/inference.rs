@@ -252,12 +252,7 @@ fn a_model_over_the_memory_budget_is_refused_with_507() {
         "/api/chat",
         &json!({"model": "tiny", "messages": user("x")}),
     );
-    assert_eq!(
-        reply.status,
-        507,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(507);
     assert!(reply.json()["detail"].as_str().unwrap().contains("budget"));
     let check = server.get("/api/models/tiny/compatibility").json();
     assert_eq!(check["compatible"], false);
@@ -287,12 +282,7 @@ fn least_recently_used_models_are_evicted_to_make_room() {
     let server = http_server(&models, &[("TABAGENT_MEMORY_BUDGET", &budget)]);
     assert_eq!(server.post("/api/models/a/load", &json!({})).status, 200);
     let reply = server.post("/api/models/b/load", &json!({}));
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
     let loaded = server.get("/api/loaded").json();
     let ids: Vec<&str> = loaded["models"]
         .as_array()

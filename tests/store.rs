@@ -42,13 +42,7 @@ fn history_over_http() {
             "/api/sessions/tab%201/messages",
             &json!({"role": role, "content": format!("message {i} ✓"), "metadata": {"url": "https://x"}}),
         );
-        assert_eq!(
-            reply.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
-        let body = reply.json();
+        let body = reply.ok_json();
         assert_eq!(body["response_type"], "MessageSaved");
         assert_eq!(body["message"]["session_id"], "tab 1");
     }
@@ -208,12 +202,7 @@ fn native_and_http_writers_at_once() {
                         &[],
                         Some(body.as_bytes()),
                     );
-                    assert_eq!(
-                        reply.status,
-                        200,
-                        "{}",
-                        String::from_utf8_lossy(&reply.body)
-                    );
+                    reply.assert_status(200);
                 }
             })
         })
@@ -314,12 +303,7 @@ fn a_data_dir_that_cannot_be_created_is_a_clear_503_not_a_crash() {
         "/api/sessions/s/messages",
         &json!({"role": "user", "content": "x"}),
     );
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
 }
 
 /// Makes a directory read-only for the test: `chattr +i` when running as
@@ -381,12 +365,7 @@ fn a_read_only_data_dir_is_a_clear_503_until_it_is_writable() {
         "/api/sessions/s/messages",
         &json!({"role": "user", "content": "x"}),
     );
-    assert_eq!(
-        reply.status,
-        503,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(503);
     let detail = reply.json()["detail"].as_str().unwrap().to_string();
     assert!(
         detail.contains("tabagent.db") && detail.contains("write"),
@@ -398,12 +377,7 @@ fn a_read_only_data_dir_is_a_clear_503_until_it_is_writable() {
         "/api/sessions/s/messages",
         &json!({"role": "user", "content": "x"}),
     );
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.assert_status(200);
 }
 
 /// A small tmpfs mounted on a dir (root only), unmounted on drop.
@@ -453,12 +427,7 @@ fn a_full_disk_is_a_clear_507_and_acknowledged_messages_stay() {
         saved.push(reply.json()["message"]["id"].as_i64().unwrap());
         assert!(saved.len() < 100, "the disk never filled");
     };
-    assert_eq!(
-        error.status,
-        507,
-        "{}",
-        String::from_utf8_lossy(&error.body)
-    );
+    error.assert_status(507);
     assert!(error.json()["detail"].as_str().unwrap().contains("full"));
     assert_eq!(server.get("/health").status, 200, "still serving");
     let page = server.get("/api/sessions/s/messages?limit=1000").json();
@@ -692,13 +661,7 @@ fn retrieval_with_the_real_embedding_model() {
             "/api/collections/web/documents",
             &json!({"text": text, "url": url, "title": title, "metadata": {"tab": 3}}),
         );
-        assert_eq!(
-            reply.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
-        assert_eq!(reply.json()["chunks"], 1);
+        assert_eq!(reply.ok_json()["chunks"], 1);
     }
     eprintln!(
         "indexed 3 pages in {:?} (model load included)",
@@ -710,13 +673,7 @@ fn retrieval_with_the_real_embedding_model() {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         let reply = server.post("/api/collections/web/query", &body);
-        assert_eq!(
-            reply.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
-        reply.json()
+        reply.ok_json()
     };
     // A paraphrase with no shared keyword still finds the right page.
     let found = ask(

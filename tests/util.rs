@@ -288,6 +288,22 @@ impl HttpReply {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Asserts the status, showing the body when it differs.
+    pub fn assert_status(&self, status: u16) -> &HttpReply {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self
+    }
+
+    /// The JSON body of a reply that must be 200.
+    pub fn ok_json(&self) -> Value {
+        self.assert_status(200).json()
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))

@@ -21,6 +21,9 @@ use crate::store::testing::{FakeEmbedder, TempDir};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// A reply of twelve tokens, long enough to be interrupted.
+const TWELVE_WORDS: &str = "one two three four five six seven eight nine ten eleven twelve";
+
 /// Loads GGUF files as a [`FakeTextModel`] saying `reply`, and ONNX folders
 /// as a [`FakeEmbedder`]; a load can be held until the test releases it.
 struct FakeLoader {
@@ -297,7 +300,7 @@ fn unknown_and_corrupt_models_get_clear_errors() {
 #[test]
 fn stop_generation_cancels_a_stream_within_a_token() {
     let fixture = Fixture::new(Setup {
-        reply: "one two three four five six seven eight nine ten eleven twelve",
+        reply: TWELVE_WORDS,
         token_delay: Duration::from_millis(30),
         ..Setup::default()
     });
@@ -321,7 +324,7 @@ fn stop_generation_cancels_a_stream_within_a_token() {
 #[test]
 fn a_client_that_hangs_up_frees_the_model_for_the_next() {
     let fixture = Fixture::new(Setup {
-        reply: "one two three four five six seven eight nine ten eleven twelve",
+        reply: TWELVE_WORDS,
         token_delay: Duration::from_millis(20),
         ..Setup::default()
     });
