@@ -68,10 +68,7 @@ impl EventBus {
         let mut gone = Vec::new();
         let mut delivered = 0;
         for subscriber in &targets {
-            let reply = Reply {
-                id: subscriber.request.clone(),
-                response: Response::Event(event.clone()),
-            };
+            let reply = Reply::new(subscriber.request.clone(), Response::Event(event.clone()));
             if subscriber.sink.deliver(reply) {
                 delivered += 1;
             } else {

@@ -1,18 +1,40 @@
 //! Work that may take longer than a millisecond: rayon pools, a bounded queue
-//! in front of each, cancel flags by request id, and panics turned into replies.
+//! in front of each, server job ids with cancel flags, and panics turned into
+//! replies.
 //!
-//! A [`Job`] is a closure the handler builds; [`Jobs::submit`] runs it on its
-//! lane's pool and delivers every chunk and the final reply to the
-//! [`ReplySink`] of the transport the request came from. A full lane answers
-//! 503 with Retry-After at once: a client never waits on an invisible queue.
+//! A [`Job`] is a closure the handler builds; [`Jobs::submit`] gives it a
+//! random [`JobId`], runs it on its lane's pool and delivers every chunk and
+//! the final reply to the [`ReplySink`] of the transport the request came
+//! from (the first reply carries the job id). A full lane answers 503 with
+//! Retry-After at once: a client never waits on an invisible queue.
+//!
+//! Ids are the server's: a job can be stopped from any connection by its job
+//! id, which cannot be guessed; a client's own request id is a label that
+//! reaches only the jobs of the connection that sent it.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::api::{HaltStatus, Reply, RequestId, Response};
+use crate::api::{HaltStatus, JobId, Reply, RequestId, Response, TargetRequest};
 use crate::error::ApiError;
+
+/// One client connection as the server sees it: a native messaging port, a
+/// data channel session, an HTTP request. Request ids are scoped by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionId(u64);
+
+impl ConnectionId {
+    /// An id [`ConnectionId::next`] never gives out (for tests of one client).
+    pub const FIRST: ConnectionId = ConnectionId(0);
+
+    /// A connection id not given out before in this process.
+    pub fn next() -> ConnectionId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnectionId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 /// Where a transport wants the replies of one request to go.
 pub trait ReplySink: Send + Sync {
@@ -26,6 +48,11 @@ pub trait ReplySink: Send + Sync {
     fn is_present(&self) -> bool {
         true
     }
+
+    /// The request was stopped: chunks not yet sent are dropped and no more
+    /// are taken, so none follows the stop's acknowledgement; the final
+    /// reply still goes out. Sinks without a queue keep this default.
+    fn mute(&self) {}
 }
 
 /// Which pool a job runs on: model work must not starve quick store work.
@@ -63,21 +90,40 @@ impl Job {
 /// What a running job sees: its cancel flag and a way to stream chunks.
 pub struct JobContext {
     id: RequestId,
+    job: JobId,
+    /// Whether a reply went out yet (the first one carries the job id).
+    replied: AtomicBool,
     cancel: Arc<AtomicBool>,
     sink: Arc<dyn ReplySink>,
 }
 
 impl JobContext {
-    /// Sends a chunk; false (and the job is cancelled) when the client is gone.
+    /// Sends a chunk; false (and the job is cancelled) when the client is
+    /// gone or the job was stopped.
     pub fn emit(&self, response: Response) -> bool {
-        let delivered = self.sink.deliver(Reply {
-            id: self.id.clone(),
-            response,
-        });
+        if self.is_cancelled() {
+            return false;
+        }
+        let delivered = self.sink.deliver(self.reply(response));
         if !delivered {
             self.cancel.store(true, Ordering::Relaxed);
         }
         delivered
+    }
+
+    /// This job's server id.
+    pub fn job_id(&self) -> JobId {
+        self.job
+    }
+
+    /// A reply to the job's request; the first one names the job.
+    fn reply(&self, response: Response) -> Reply {
+        let first = !self.replied.swap(true, Ordering::Relaxed);
+        Reply {
+            id: self.id.clone(),
+            job_id: first.then_some(self.job),
+            response,
+        }
     }
 
     /// Whether the client is still there; false (and the job is cancelled)
@@ -108,13 +154,25 @@ struct LanePool {
     capacity: usize,
 }
 
+/// A job in the registry: whose it is and how to stop it.
+struct Running {
+    connection: ConnectionId,
+    /// The client's request id, as [`RequestId::key`].
+    client_key: String,
+    cancel: Arc<AtomicBool>,
+    sink: Arc<dyn ReplySink>,
+}
+
+type Registry = Arc<Mutex<HashMap<JobId, Running>>>;
+
+/// A job [`Jobs::find`] matched: its id, cancel flag and sink.
+type Found = (JobId, Arc<AtomicBool>, Arc<dyn ReplySink>);
+
 /// The pools and the registry of running requests.
 pub struct Jobs {
     model: LanePool,
     io: LanePool,
-    /// Cancel flags of running jobs by request id key. Ids are the clients'
-    /// own, so several requests may share one; all are stopped together.
-    running: Arc<Mutex<HashMap<String, Vec<Arc<AtomicBool>>>>>,
+    running: Registry,
 }
 
 /// Sizes of the pools and their queues.
@@ -138,14 +196,15 @@ impl Jobs {
         })
     }
 
-    /// Runs `job` for request `id`; its replies go to `sink`. Errs with a 503
-    /// when the lane's queue is full.
+    /// Runs `job` for request `id` of `connection`; its replies go to
+    /// `sink`. Errs with a 503 when the lane's queue is full.
     pub fn submit(
         &self,
+        connection: ConnectionId,
         id: RequestId,
         job: Job,
         sink: Arc<dyn ReplySink>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<JobId, ApiError> {
         let lane = match job.lane {
             Lane::Model => &self.model,
             Lane::Io => &self.io,
@@ -159,15 +218,33 @@ impl Jobs {
             ));
         }
         let cancel = Arc::new(AtomicBool::new(false));
-        let key = id.key();
-        lock(&self.running)
-            .entry(key.clone())
-            .or_default()
-            .push(Arc::clone(&cancel));
+        let job_id = {
+            let mut running = lock(&self.running);
+            let mut job_id = JobId::random();
+            while running.contains_key(&job_id) {
+                job_id = JobId::random();
+            }
+            running.insert(
+                job_id,
+                Running {
+                    connection,
+                    client_key: id.key(),
+                    cancel: Arc::clone(&cancel),
+                    sink: Arc::clone(&sink),
+                },
+            );
+            job_id
+        };
         let running = Arc::clone(&self.running);
         let in_flight = Arc::clone(&lane.in_flight);
         lane.pool.spawn(move || {
-            let context = JobContext { id, cancel, sink };
+            let context = JobContext {
+                id,
+                job: job_id,
+                replied: AtomicBool::new(false),
+                cancel,
+                sink,
+            };
             let response = match catch_unwind(AssertUnwindSafe(|| (job.work)(&context))) {
                 Ok(Ok(response)) => response,
                 Ok(Err(error)) => Response::error(error),
@@ -177,51 +254,52 @@ impl Jobs {
                     Response::error(ApiError::internal(format!("the request failed: {what}")))
                 }
             };
-            forget(&running, &key, &context.cancel);
-            context.sink.deliver(Reply {
-                id: context.id.clone(),
-                response,
-            });
+            lock(&running).remove(&job_id);
+            context.sink.deliver(context.reply(response));
             in_flight.fetch_sub(1, Ordering::AcqRel);
         });
-        Ok(())
+        Ok(job_id)
     }
 
-    /// Sets the cancel flag of every running request with this id.
-    pub fn stop(&self, target: &RequestId) -> HaltStatus {
-        let flags = lock(&self.running)
-            .get(&target.key())
-            .cloned()
-            .unwrap_or_default();
-        for flag in &flags {
-            flag.store(true, Ordering::Relaxed);
+    /// Stops the jobs `target` names, as asked from `connection`: a job id
+    /// reaches its job from anywhere; a client request id only the jobs of
+    /// the same connection.
+    pub fn stop(&self, connection: ConnectionId, target: &TargetRequest) -> HaltStatus {
+        let found = self.find(connection, target);
+        for (_, cancel, sink) in &found {
+            cancel.store(true, Ordering::Relaxed);
+            sink.mute();
         }
-        HaltStatus {
-            target_id: target.clone(),
-            state: if flags.is_empty() {
-                "unknown"
-            } else {
+        halt_status(target, &found, |_| "stopping")
+    }
+
+    /// Where the jobs `target` names stand (the same reach as [`Jobs::stop`]).
+    pub fn status(&self, connection: ConnectionId, target: &TargetRequest) -> HaltStatus {
+        let found = self.find(connection, target);
+        halt_status(target, &found, |cancel| {
+            if cancel.load(Ordering::Relaxed) {
                 "stopping"
+            } else {
+                "running"
             }
-            .into(),
-        }
+        })
     }
 
-    /// Where the request with this id stands.
-    pub fn status(&self, target: &RequestId) -> HaltStatus {
-        let flags = lock(&self.running)
-            .get(&target.key())
-            .cloned()
-            .unwrap_or_default();
-        let state = match flags.iter().any(|f| f.load(Ordering::Relaxed)) {
-            _ if flags.is_empty() => "unknown",
-            true => "stopping",
-            false => "running",
-        };
-        HaltStatus {
-            target_id: target.clone(),
-            state: state.into(),
+    fn find(&self, connection: ConnectionId, target: &TargetRequest) -> Vec<Found> {
+        let running = lock(&self.running);
+        let found = |(id, r): (&JobId, &Running)| (*id, Arc::clone(&r.cancel), Arc::clone(&r.sink));
+        if let Some(job) = &target.job_id {
+            return JobId::parse(job)
+                .and_then(|id| running.get_key_value(&id).map(found))
+                .into_iter()
+                .collect();
         }
+        let key = target.target_id.key();
+        running
+            .iter()
+            .filter(|(_, r)| r.connection == connection && r.client_key == key)
+            .map(found)
+            .collect()
     }
 
     /// Jobs accepted and not yet finished, over both lanes.
@@ -245,17 +323,20 @@ impl LanePool {
     }
 }
 
-fn forget(
-    running: &Mutex<HashMap<String, Vec<Arc<AtomicBool>>>>,
-    key: &str,
-    flag: &Arc<AtomicBool>,
-) {
-    let mut running = lock(running);
-    if let Some(flags) = running.get_mut(key) {
-        flags.retain(|f| !Arc::ptr_eq(f, flag));
-        if flags.is_empty() {
-            running.remove(key);
-        }
+/// The answer to StopGeneration/GetHaltStatus: `unknown` when no job matched
+/// (finished, never seen, or another connection's), else the first match's state.
+fn halt_status(
+    target: &TargetRequest,
+    found: &[Found],
+    state: impl Fn(&AtomicBool) -> &'static str,
+) -> HaltStatus {
+    HaltStatus {
+        target_id: target.target_id.clone(),
+        job_id: found.first().map(|(id, _, _)| *id),
+        state: found
+            .first()
+            .map_or("unknown", |(_, cancel, _)| state(cancel))
+            .into(),
     }
 }
 
@@ -312,6 +393,7 @@ mod tests {
         let jobs = jobs(4);
         let (sink, rx) = sink();
         jobs.submit(
+            ConnectionId::next(),
             RequestId::text("p"),
             Job::new(Lane::Io, |_| panic!("boom")),
             sink,
@@ -336,21 +418,32 @@ mod tests {
                 ctx.emit(Response::ChatChunk(ChatChunk { delta: "x".into() }));
                 std::thread::sleep(Duration::from_millis(1));
             }
-            Ok(Response::Stopped(HaltStatus {
-                target_id: RequestId::text("g"),
-                state: "cancelled".into(),
-            }))
+            Ok(Response::Stopped(HaltStatus::new(
+                RequestId::text("g"),
+                "cancelled",
+            )))
         });
-        jobs.submit(RequestId::text("g"), job, sink).unwrap();
-        assert!(
-            rx.recv_timeout(Duration::from_secs(5)).is_ok(),
-            "a chunk arrives"
+        let mine = ConnectionId::next();
+        let job_id = jobs.submit(mine, RequestId::text("g"), job, sink).unwrap();
+        let first = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a chunk arrives");
+        assert_eq!(first.job_id, Some(job_id), "the first reply names the job");
+        let by_label = TargetRequest::client(RequestId::text("g"));
+        let other = ConnectionId::next();
+        assert_eq!(jobs.status(other, &by_label).state, "unknown");
+        assert_eq!(
+            jobs.stop(other, &by_label).state,
+            "unknown",
+            "another connection's label reaches nothing"
         );
-        assert_eq!(jobs.status(&RequestId::text("g")).state, "running");
-        assert_eq!(jobs.stop(&RequestId::text("g")).state, "stopping");
+        assert_eq!(jobs.status(mine, &by_label).state, "running");
+        let by_job = TargetRequest::job(job_id);
+        assert_eq!(jobs.stop(other, &by_job).state, "stopping");
         let last = rx.iter().find(|r| r.response.is_final()).unwrap();
         assert!(matches!(last.response, Response::Stopped(_)));
-        assert_eq!(jobs.status(&RequestId::text("g")).state, "unknown");
+        assert_eq!(last.job_id, None, "only the first reply names the job");
+        assert_eq!(jobs.status(mine, &by_label).state, "unknown");
     }
 
     #[test]
@@ -361,14 +454,13 @@ mod tests {
         let wait = Mutex::new(wait);
         let blocker = Job::new(Lane::Model, move |_| {
             let _ = lock(&wait).recv();
-            Ok(Response::Stopped(HaltStatus {
-                target_id: RequestId::NONE,
-                state: "done".into(),
-            }))
+            Ok(Response::Stopped(HaltStatus::new(RequestId::NONE, "done")))
         });
-        jobs.submit(RequestId::text("a"), blocker, Arc::clone(&sink))
+        let connection = ConnectionId::next();
+        jobs.submit(connection, RequestId::text("a"), blocker, Arc::clone(&sink))
             .unwrap();
         let refused = jobs.submit(
+            connection,
             RequestId::text("b"),
             Job::new(Lane::Model, |_| unreachable!()),
             sink,

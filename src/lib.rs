@@ -1,16 +1,18 @@
 //! tabagent: private, on-device AI for a browser extension, in one binary.
 //!
-//! Data flows one way: a transport (native messaging in [`event_loop`], HTTP
-//! in [`transport::http`]) turns bytes into an [`api::Request`], calls
-//! [`handler::Handler::serve`], and turns each [`api::Response`] back into
-//! bytes. The handler answers cheap requests inline and runs everything that
-//! may take longer than a millisecond as a [`jobs::Job`] on a rayon pool;
-//! job replies travel to the transport's [`jobs::ReplySink`] (for native
-//! messaging, through the event loop's `Waker`, so stdout has one writer).
+//! Data flows one way: a transport (native messaging and WebRTC on the
+//! [`event_loop`], HTTP in [`transport::http`]) turns bytes into a
+//! connection's [`api::Request`] and hands it to the one serve path
+//! ([`transport::serve`]), which calls [`handler::Handler::serve`]. The
+//! handler answers cheap requests inline and runs everything that may take
+//! longer than a millisecond as a [`jobs::Job`] on a rayon pool, under a
+//! server job id; every reply of a job goes into the bounded [`outbox`] of
+//! the stream it belongs to, and only the transport's own thread writes it to
+//! the wire, so a slow client ends its own stream and stalls nobody.
 //!
 //! Panics are bugs, never a way to handle input: every pool job and every
-//! HTTP request runs inside `catch_unwind`, so a bug answers 500 and the host
-//! keeps serving.
+//! request on the serve path runs inside `catch_unwind`, so a bug answers 500
+//! and the host keeps serving.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -28,7 +30,9 @@ pub mod fsutil;
 pub mod handler;
 pub mod host;
 pub mod jobs;
+pub mod mailbox;
 pub mod models;
+pub mod outbox;
 pub mod params;
 pub mod pull;
 pub mod run;

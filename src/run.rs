@@ -12,6 +12,7 @@ use crate::config::{self, Config, Layer, Mode};
 use crate::event_loop::{EventLoop, Exit};
 use crate::handler::{Handler, HandlerConfig};
 use crate::jobs::JobLimits;
+use crate::outbox::OutboxLimits;
 use crate::transport::http::{HttpConfig, HttpServer};
 
 /// Runs `args` to completion.
@@ -119,15 +120,17 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
         Mode::All => !std::io::stdin().is_terminal(),
         Mode::Http | Mode::Webrtc => false,
     };
+    let outbox = OutboxLimits::default();
     let event_loop = match EventLoop::new(
         Arc::clone(&handler),
         want_native,
         config.mode == Mode::Native,
+        outbox,
     ) {
         Ok(event_loop) => event_loop,
         Err(e) if config.mode == Mode::All => {
             log::info!("native messaging is off: {e}");
-            EventLoop::new(Arc::clone(&handler), false, false).map_err(|e| e.to_string())?
+            EventLoop::new(Arc::clone(&handler), false, false, outbox).map_err(|e| e.to_string())?
         }
         Err(e) => return Err(format!("cannot start the event loop: {e}")),
     };
@@ -151,6 +154,7 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
             allowed_hosts: config.allowed_hosts.0.clone(),
             max_body_bytes: config.max_body_bytes,
             workers: cores.max(2),
+            outbox,
         };
         match HttpServer::start(http_config, Arc::clone(&handler)) {
             Ok(server) => Some(server),

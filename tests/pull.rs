@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::util::{HttpServer, NativeHost, TempDir, command, http};
 
 /// A file server for one test.
-struct FileServer {
+pub struct FileServer {
     addr: SocketAddr,
     /// The `Range` header of every request, in order (None when absent).
     ranges: Arc<Mutex<Vec<Option<String>>>>,
@@ -24,7 +24,7 @@ struct FileServer {
 impl FileServer {
     /// Serves `files` by path; with `cut_first_at`, the first full download
     /// stops after that many bytes and the connection is dropped.
-    fn start(files: HashMap<&'static str, Vec<u8>>, cut_first_at: Option<usize>) -> FileServer {
+    pub fn start(files: HashMap<&'static str, Vec<u8>>, cut_first_at: Option<usize>) -> FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let ranges = Arc::new(Mutex::new(Vec::new()));
@@ -40,7 +40,7 @@ impl FileServer {
         FileServer { addr, ranges }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
@@ -125,7 +125,7 @@ fn serve_one(
 }
 
 /// "GGUF" and then `len - 4` bytes that do not repeat soon.
-fn fake_gguf(len: usize) -> Vec<u8> {
+pub fn fake_gguf(len: usize) -> Vec<u8> {
     let mut out = b"GGUF".to_vec();
     let mut x: u32 = 12345;
     while out.len() < len {

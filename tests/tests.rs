@@ -12,6 +12,8 @@ mod inference;
 mod native;
 mod pull;
 #[cfg(feature = "llama")]
+mod request_path;
+#[cfg(feature = "llama")]
 mod responses;
 #[cfg(feature = "webrtc")]
 mod rtc;

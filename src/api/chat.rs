@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::RequestId;
+use super::{JobId, RequestId};
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,11 +81,35 @@ fn yes() -> bool {
     true
 }
 
-/// Names another request by its id (StopGeneration, GetHaltStatus).
+/// Names another request (StopGeneration, GetHaltStatus): by the server's
+/// `job_id` (from any connection), or by the client's own `target_id`, which
+/// reaches only requests sent on the same connection.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TargetRequest {
-    /// The id of the request to act on.
+    /// The client id of the request to act on (same connection only).
+    #[serde(default)]
     pub target_id: RequestId,
+    /// The job id the request's first reply carried.
+    #[serde(default)]
+    pub job_id: Option<String>,
+}
+
+impl TargetRequest {
+    /// Names a request by the client's own id.
+    pub fn client(target_id: RequestId) -> TargetRequest {
+        TargetRequest {
+            target_id,
+            job_id: None,
+        }
+    }
+
+    /// Names a job by its server id.
+    pub fn job(job_id: JobId) -> TargetRequest {
+        TargetRequest {
+            target_id: RequestId::NONE,
+            job_id: Some(job_id.to_string()),
+        }
+    }
 }
 
 /// Text to split into a model's tokens.
@@ -161,10 +185,25 @@ pub struct ChatComplete {
 /// Where a request stands (GetHaltStatus, StopGeneration).
 #[derive(Debug, Clone, Serialize)]
 pub struct HaltStatus {
-    /// The request asked about.
+    /// The request asked about (`null` when it was named by job id).
     pub target_id: RequestId,
-    /// `running`, `stopping`, or `unknown` (finished or never seen).
+    /// The job found, when one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
+    /// `running`, `stopping`, or `unknown` (finished, never seen, or
+    /// another connection's).
     pub state: String,
+}
+
+impl HaltStatus {
+    /// A status naming no job.
+    pub fn new(target_id: RequestId, state: &str) -> HaltStatus {
+        HaltStatus {
+            target_id,
+            job_id: None,
+            state: state.into(),
+        }
+    }
 }
 
 /// Token ids of a text.

@@ -12,6 +12,10 @@ pub mod retrieval;
 pub mod rtc;
 pub mod system;
 
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -34,10 +38,21 @@ impl RequestId {
     /// The id of a message that carried none (or could not be read).
     pub const NONE: RequestId = RequestId(Value::Null);
 
+    /// The longest id a client may give, in bytes: every reply echoes it,
+    /// and a native messaging reply must stay within 1 MiB.
+    pub const MAX_LEN: usize = 256;
+
     /// Takes the `id` member of a parsed message; anything but a string, a
-    /// number or null is rejected.
+    /// number or null is rejected, and so is a string over [`Self::MAX_LEN`].
     fn from_value(value: Value) -> Result<RequestId, ApiError> {
         match value {
+            Value::String(text) if text.len() > Self::MAX_LEN => {
+                Err(ApiError::bad_request(format!(
+                    "`id` is {} bytes long; at most {} are allowed",
+                    text.len(),
+                    Self::MAX_LEN
+                )))
+            }
             Value::Null | Value::String(_) | Value::Number(_) => Ok(RequestId(value)),
             other => Err(ApiError::bad_request(format!(
                 "`id` must be a string or a number, not {}",
@@ -63,6 +78,43 @@ impl RequestId {
             Value::String(text) => text.clone(),
             other => other.to_string(),
         }
+    }
+}
+
+/// A running job's server-given id: 64 random bits, shown as 16 hex digits
+/// (a string on the wire: JavaScript numbers cannot hold 64 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobId(u64);
+
+impl JobId {
+    /// A fresh id no client can predict.
+    pub fn random() -> JobId {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        // RandomState is keyed from the OS once per thread and stepped on
+        // every call: the hash of a counter under a secret key is unguessable.
+        let mut hasher = std::hash::RandomState::new().build_hasher();
+        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        JobId(hasher.finish())
+    }
+
+    /// Reads the hex form a client sends back.
+    pub fn parse(text: &str) -> Option<JobId> {
+        (text.len() == 16)
+            .then(|| u64::from_str_radix(text, 16).ok())
+            .flatten()
+            .map(JobId)
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl serde::Serialize for JobId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -356,15 +408,27 @@ impl Response {
 pub struct Reply {
     /// The id of the request this answers.
     pub id: RequestId,
+    /// The server's id of the job answering, on a job's first reply only.
+    pub job_id: Option<JobId>,
     /// What the handler said.
     pub response: Response,
 }
 
 impl Reply {
+    /// A reply that names no job (inline answers, signaling, push).
+    pub fn new(id: RequestId, response: Response) -> Reply {
+        Reply {
+            id,
+            job_id: None,
+            response,
+        }
+    }
+
     /// The reply as the JSON envelope native messaging and WebRTC carry.
     pub fn to_json(&self) -> Vec<u8> {
         let envelope = Envelope {
             id: &self.id,
+            job_id: self.job_id,
             response: &self.response,
             done: self.response.is_final(),
         };
@@ -378,6 +442,8 @@ impl Reply {
 #[derive(Serialize)]
 struct Envelope<'a> {
     id: &'a RequestId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_id: Option<JobId>,
     #[serde(flatten)]
     response: &'a Response,
     done: bool,
@@ -392,10 +458,7 @@ mod tests {
         for id in [r#""abc""#, "7", "7.5", "-3", r#""""#] {
             let text = format!(r#"{{"id": {id}, "request_type": "Health"}}"#);
             let (parsed, _) = parse_request(text.as_bytes()).unwrap();
-            let reply = Reply {
-                id: parsed,
-                response: Response::error(ApiError::not_found("x")),
-            };
+            let reply = Reply::new(parsed, Response::error(ApiError::not_found("x")));
             let out: Value = serde_json::from_slice(&reply.to_json()).unwrap();
             assert_eq!(out["id"], serde_json::from_str::<Value>(id).unwrap());
             assert_eq!(out["done"], true);
@@ -427,19 +490,37 @@ mod tests {
 
         let (_, e) = parse_request(br#"[1,2]"#).unwrap_err();
         assert!(e.detail.contains("JSON object"));
+
+        let long = format!(
+            r#"{{"id": "{}", "request_type": "Health"}}"#,
+            "i".repeat(2 << 20)
+        );
+        let (id, e) = parse_request(long.as_bytes()).unwrap_err();
+        assert!(id.is_none(), "an over-long id is not echoed");
+        assert!(e.detail.contains("at most 256"), "{}", e.detail);
+    }
+
+    #[test]
+    fn job_ids_are_unpredictable_and_read_back() {
+        let (a, b) = (JobId::random(), JobId::random());
+        assert_ne!(a, b);
+        assert_eq!(JobId::parse(&a.to_string()), Some(a));
+        assert_eq!(a.to_string().len(), 16);
+        assert_eq!(JobId::parse("123"), None);
+        let reply = Reply {
+            id: RequestId::text("x"),
+            job_id: Some(a),
+            response: Response::ChatChunk(ChatChunk { delta: "d".into() }),
+        };
+        let out: Value = serde_json::from_slice(&reply.to_json()).unwrap();
+        assert_eq!(out["job_id"], a.to_string());
     }
 
     #[test]
     fn chunks_are_not_final() {
         let chunk = Response::ChatChunk(ChatChunk { delta: "hi".into() });
-        let out: Value = serde_json::from_slice(
-            &Reply {
-                id: RequestId::text("x"),
-                response: chunk,
-            }
-            .to_json(),
-        )
-        .unwrap();
+        let out: Value =
+            serde_json::from_slice(&Reply::new(RequestId::text("x"), chunk).to_json()).unwrap();
         assert_eq!(out["done"], false);
         assert_eq!(out["response_type"], "ChatChunk");
         assert_eq!(out["delta"], "hi");

@@ -53,7 +53,7 @@ impl Handler {
                     Ok(message) => Response::MessageSaved(SavedMessage { message }),
                     Err(error) => Response::error(error.into()),
                 };
-                sink.deliver(Reply { id, response });
+                sink.deliver(Reply::new(id, response));
             });
         }))
     }

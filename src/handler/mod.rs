@@ -25,7 +25,7 @@ use crate::engine::loader::EngineLoader;
 use crate::engine::manager::{Loader, ManagerConfig, ModelManager};
 use crate::error::ApiError;
 use crate::events::EventBus;
-use crate::jobs::{Job, JobLimits, Jobs, ReplySink};
+use crate::jobs::{ConnectionId, Job, JobLimits, Jobs, ReplySink};
 use crate::params::Params;
 use crate::stats::Stats;
 use crate::system::SystemProbe;
@@ -136,31 +136,30 @@ impl Handler {
         self.jobs.in_flight() + self.store.pending_writes()
     }
 
-    /// Handles one request: returns the reply when it is ready now; otherwise
-    /// the replies (chunks, then a final one) go to `sink` from the pool.
+    /// Handles request `id` of `connection`: returns the reply when it is
+    /// ready now; otherwise the replies (chunks, then a final one) go to
+    /// `sink` from the pool.
     pub fn serve(
         &self,
+        connection: ConnectionId,
         id: RequestId,
         request: Request,
         sink: impl FnOnce() -> Arc<dyn ReplySink>,
         now: Instant,
     ) -> Option<Response> {
-        match self.handle(request, now) {
+        match self.handle(connection, request, now) {
             Outcome::Reply(response) => Some(response),
             Outcome::Job(job) => {
                 // The sink owns the transport's request (HTTP): a refusal
                 // (full queue) must go through it, not be returned.
                 let sink = sink();
-                match self.jobs.submit(id.clone(), job, Arc::clone(&sink)) {
-                    Ok(()) => None,
-                    Err(error) => {
-                        sink.deliver(crate::api::Reply {
-                            id,
-                            response: Response::error(error),
-                        });
-                        None
-                    }
+                if let Err(error) = self
+                    .jobs
+                    .submit(connection, id.clone(), job, Arc::clone(&sink))
+                {
+                    sink.deliver(crate::api::Reply::new(id, Response::error(error)));
                 }
+                None
             }
             Outcome::Loop(command) => self.to_loop(id, command, sink()),
             Outcome::Subscribe(kinds) => self.subscribe(id, kinds, sink()),
@@ -171,8 +170,8 @@ impl Handler {
         }
     }
 
-    /// Decides what a request needs: an inline reply or a job.
-    pub fn handle(&self, request: Request, now: Instant) -> Outcome {
+    /// Decides what a request of `connection` needs: an inline reply or a job.
+    pub fn handle(&self, connection: ConnectionId, request: Request, now: Instant) -> Outcome {
         let reply = |result: Result<Response, ApiError>| {
             Outcome::Reply(result.unwrap_or_else(Response::error))
         };
@@ -183,12 +182,14 @@ impl Handler {
             Request::GetResources(_) => self.resources(),
             Request::GetParams(_) => Outcome::Reply(Response::Params(self.params.get())),
             Request::SetParams(patch) => reply(self.params.set(&patch).map(Response::Params)),
-            Request::StopGeneration(target) => {
-                Outcome::Reply(Response::Stopped(self.jobs.stop(&target.target_id)))
-            }
-            Request::GetHaltStatus(target) => {
-                Outcome::Reply(Response::HaltStatus(self.jobs.status(&target.target_id)))
-            }
+            Request::StopGeneration(target) => reply(
+                target_check(&target)
+                    .map(|()| Response::Stopped(self.jobs.stop(connection, &target))),
+            ),
+            Request::GetHaltStatus(target) => reply(
+                target_check(&target)
+                    .map(|()| Response::HaltStatus(self.jobs.status(connection, &target))),
+            ),
             Request::ListModels(_) => self.list_models(),
             Request::Chat(request) => self.chat(request),
             Request::Generate(request) => self.generate(request),
@@ -225,5 +226,18 @@ impl Handler {
             Request::ListCollections(_) => self.list_collections(),
             Request::ClearCollection(request) => self.clear_collection(request),
         }
+    }
+}
+
+/// A StopGeneration/GetHaltStatus must name its target one way or the other.
+fn target_check(target: &crate::api::TargetRequest) -> Result<(), ApiError> {
+    match (&target.job_id, target.target_id.is_none()) {
+        (Some(job), _) if crate::api::JobId::parse(job).is_none() => Err(ApiError::bad_request(
+            format!("job_id {job:?} is not a job id (16 hex digits)"),
+        )),
+        (None, true) => Err(ApiError::bad_request(
+            "name the request with `job_id` (from its first reply) or `target_id`",
+        )),
+        _ => Ok(()),
     }
 }

@@ -52,10 +52,7 @@ impl Handler {
             })),
         };
         if let Err(error) = result {
-            sink.deliver(Reply {
-                id,
-                response: Response::error(error),
-            });
+            sink.deliver(Reply::new(id, Response::error(error)));
         }
         None
     }
@@ -67,12 +64,12 @@ impl Handler {
         kinds: Vec<EventKind>,
         sink: Arc<dyn ReplySink>,
     ) -> Option<Response> {
-        let subscribed = Reply {
-            id: id.clone(),
-            response: Response::Subscribed(Subscription {
+        let subscribed = Reply::new(
+            id.clone(),
+            Response::Subscribed(Subscription {
                 events: kinds.clone(),
             }),
-        };
+        );
         if !sink.deliver(subscribed) {
             return None;
         }
@@ -83,10 +80,7 @@ impl Handler {
             .then(|| self.models.low_memory_event())
             .flatten();
         if let Some(event) = low_memory {
-            sink.deliver(Reply {
-                id: id.clone(),
-                response: Response::Event(event),
-            });
+            sink.deliver(Reply::new(id.clone(), Response::Event(event)));
         }
         self.events.subscribe(id, kinds, sink);
         None

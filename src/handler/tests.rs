@@ -15,7 +15,7 @@ use crate::api::{Empty, Reply, Request, RequestId, request_from_value};
 use crate::engine::gguf::tiny;
 use crate::engine::manager::{Engine, LoadOptions, Loader, Progress};
 use crate::engine::text::fake::FakeTextModel;
-use crate::jobs::{JobLimits, ReplySink, lock};
+use crate::jobs::{ConnectionId, JobLimits, ReplySink, lock};
 use crate::models::ModelFile;
 use crate::store::testing::{FakeEmbedder, TempDir};
 
@@ -179,11 +179,11 @@ impl Fixture {
     fn send_as(&self, request: Value, client: Arc<Client>) -> Arc<Client> {
         let (id, request) = request_from_value(request).expect("a well-formed request");
         let sink: Arc<dyn ReplySink> = client.clone();
-        if let Some(response) = self
-            .handler
-            .serve(id.clone(), request, || sink, Instant::now())
+        if let Some(response) =
+            self.handler
+                .serve(CONNECTION, id.clone(), request, || sink, Instant::now())
         {
-            client.deliver(Reply { id, response });
+            client.deliver(Reply::new(id, response));
         }
         client
     }
@@ -207,6 +207,9 @@ impl Fixture {
         self.dir.path().join("models")
     }
 }
+
+/// The handler tests' client: one connection.
+const CONNECTION: ConnectionId = ConnectionId::FIRST;
 
 /// For requests answered inline: their sink is never asked for.
 fn unreachable_sink() -> Arc<dyn ReplySink> {
@@ -452,6 +455,7 @@ fn load_progress_loaded_and_unloaded_reach_subscribers() {
     let models = fixture.handler.models();
     let soon = Instant::now() + Duration::from_secs(300);
     fixture.handler.serve(
+        CONNECTION,
         RequestId::text("h"),
         Request::Health(Empty::default()),
         || unreachable_sink(),

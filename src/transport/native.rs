@@ -96,13 +96,7 @@ pub fn encode_reply(reply: &Reply) -> Vec<u8> {
         "the reply is {} bytes, over the 1 MiB native messaging allows a host to send; request it with \"stream\": true or in smaller pages",
         body.len()
     ));
-    frame(
-        &Reply {
-            id: reply.id.clone(),
-            response: Response::error(error),
-        }
-        .to_json(),
-    )
+    frame(&Reply::new(reply.id.clone(), Response::error(error)).to_json())
 }
 
 /// Prefixes `body` with its native-endian length.
@@ -157,12 +151,12 @@ mod tests {
 
     #[test]
     fn replies_over_one_mebibyte_become_errors() {
-        let big = Reply {
-            id: RequestId::text("b"),
-            response: Response::ChatChunk(ChatChunk {
+        let big = Reply::new(
+            RequestId::text("b"),
+            Response::ChatChunk(ChatChunk {
                 delta: "x".repeat(MAX_OUTGOING),
             }),
-        };
+        );
         let out = encode_reply(&big);
         assert!(out.len() <= MAX_OUTGOING);
         let body: serde_json::Value = serde_json::from_slice(&out[4..]).unwrap();

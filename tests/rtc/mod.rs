@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod client;
+mod slow_peer;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tabagent::api::ServerEvent;
 use tabagent::event_loop::{EventLoop, LoopHandle, LoopMessage};
 use tabagent::handler::{Handler, HandlerConfig};
 use tabagent::jobs::JobLimits;
+use tabagent::outbox::OutboxLimits;
 use tabagent::transport::http::{HttpConfig, HttpServer};
 use tabagent::transport::rtc::RtcSettings;
 
@@ -61,7 +63,8 @@ impl TestServer {
         );
         let mut settings = RtcSettings::loopback();
         configure(&mut settings);
-        let mut event_loop = EventLoop::new(Arc::clone(&handler), false, false).unwrap();
+        let mut event_loop =
+            EventLoop::new(Arc::clone(&handler), false, false, OutboxLimits::default()).unwrap();
         let udp = event_loop.start_webrtc(settings).unwrap();
         let handle = event_loop.handle();
         let http_server = HttpServer::start(
@@ -71,6 +74,7 @@ impl TestServer {
                 allowed_hosts: Vec::new(),
                 max_body_bytes: 16 << 20,
                 workers: 2,
+                outbox: OutboxLimits::default(),
             },
             Arc::clone(&handler),
         )

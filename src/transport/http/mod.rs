@@ -11,23 +11,26 @@ pub mod openai;
 pub mod openai_embeddings;
 pub mod reply;
 pub mod routes;
+pub mod stream;
 
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use serde_json::Value;
 use tiny_http::{Method, Request as HttpRequest, Server};
 
-use self::reply::{Answer, HttpSink, ReplyContext, cors_headers, header, render};
+use self::reply::{Answer, ReplyContext, cors_headers, header, render};
 use self::routes::{Match, Shape};
+use super::serve::{self, Origin, Parsed};
 use crate::api::{self, Reply, RequestId};
 use crate::error::ApiError;
 use crate::handler::Handler;
-use crate::jobs::ReplySink;
+use crate::jobs::{ConnectionId, ReplySink};
+use crate::outbox::OutboxLimits;
 use crate::stats::Transport;
 
 /// The OpenAPI description, served at `/openapi.yaml`.
@@ -46,6 +49,8 @@ pub struct HttpConfig {
     pub max_body_bytes: u64,
     /// Threads taking requests from tiny_http.
     pub workers: usize,
+    /// The bounds of a streamed reply's outbox.
+    pub outbox: OutboxLimits,
 }
 
 /// A running HTTP server.
@@ -72,7 +77,6 @@ impl HttpServer {
         let shared = Arc::new(Worker {
             config,
             handler,
-            next_id: AtomicU64::new(1),
             address,
         });
         let workers = (0..shared.config.workers.max(1))
@@ -116,8 +120,6 @@ impl HttpServer {
 struct Worker {
     config: HttpConfig,
     handler: Arc<Handler>,
-    /// Ids for REST requests that bring none (StopGeneration needs one).
-    next_id: AtomicU64,
     address: SocketAddr,
 }
 
@@ -145,123 +147,96 @@ impl Worker {
 
     fn serve(&self, mut request: HttpRequest) {
         let started = Instant::now();
-        let stats = self.handler.stats();
-        stats.count_request(Transport::Http);
+        // Every HTTP request is a connection of its own for the handler: a
+        // client id reaches nothing across requests; job ids do.
+        let origin = Origin {
+            transport: Transport::Http,
+            connection: ConnectionId::next(),
+        };
         let mut context = ReplyContext {
             shape: Shape::Tabagent,
             cors_origin: None,
             started,
             model: None,
         };
-        let refuse = |request: HttpRequest, context: &ReplyContext, error: ApiError| {
-            stats.record_reply(started.elapsed(), true);
-            Answer::problem(&error).send(request, context);
+        let parsed = match self.check(&mut request, &mut context) {
+            Ok(Checked::Request(parsed)) => parsed,
+            Ok(Checked::Preflight) => return self.preflight(request, &context),
+            Ok(Checked::OpenApi) => {
+                let stats = self.handler.stats();
+                stats.count_request(Transport::Http);
+                stats.record_reply(started.elapsed(), false);
+                return Answer::raw(200, "application/yaml", OPENAPI.as_bytes().to_vec())
+                    .send(request, &context);
+            }
+            Err(error) => Err((RequestId::NONE, error)),
         };
+        if let Ok((_, request)) = &parsed {
+            context.model = openai::requested_model(request);
+        }
+        let mut waiting = Some(request);
+        let mut sink_used: Option<Arc<dyn ReplySink>> = None;
+        let inline = serve::serve(&self.handler, origin, parsed, started, |id| {
+            // serve() calls this at most once, and only before we look at `waiting` again.
+            let request = waiting.take().expect("request not yet answered");
+            let sink = match stream::start(request, id.clone(), context.clone(), self.config.outbox)
+            {
+                Ok(sink) => sink,
+                Err(e) => {
+                    log::error!("cannot start a reply writer: {e}");
+                    Arc::new(Unanswered)
+                }
+            };
+            sink_used = Some(Arc::clone(&sink));
+            sink
+        });
+        let Some(reply) = inline else { return };
+        match (waiting, sink_used) {
+            (Some(request), _) => render(context.shape, &reply, &context).send(request, &context),
+            // The request went to a sink, then failed inline (a panic).
+            (None, Some(sink)) => {
+                sink.deliver(reply);
+            }
+            (None, None) => {}
+        }
+    }
 
-        if let Err(error) = self.check_host(&request) {
-            return refuse(request, &context, error);
-        }
-        match self.check_origin(&request) {
-            Ok(origin) => context.cors_origin = origin,
-            Err(error) => return refuse(request, &context, error),
-        }
+    /// Checks Host and Origin, finds the route and reads the request.
+    fn check(
+        &self,
+        request: &mut HttpRequest,
+        context: &mut ReplyContext,
+    ) -> Result<Checked, ApiError> {
+        self.check_host(request)?;
+        context.cors_origin = self.check_origin(request)?;
         if *request.method() == Method::Options {
-            return self.preflight(request, &context);
+            return Ok(Checked::Preflight);
         }
-
         let url = request.url().to_string();
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
         let (route, params) = match routes::find(request.method(), path) {
             Match::Found(route, params) => (route, params),
             Match::WrongMethod(allowed) => {
                 let detail = format!("{path} takes {}", allowed.join(", "));
-                return refuse(
-                    request,
-                    &context,
-                    ApiError::new(405, "method-not-allowed", "Method not allowed", detail),
-                );
+                return Err(ApiError::new(
+                    405,
+                    "method-not-allowed",
+                    "Method not allowed",
+                    detail,
+                ));
             }
-            Match::NotFound => {
-                return refuse(
-                    request,
-                    &context,
-                    ApiError::not_found(format!("no route {path}")),
-                );
-            }
+            Match::NotFound => return Err(ApiError::not_found(format!("no route {path}"))),
         };
         context.shape = route.shape;
         if route.shape == Shape::OpenApi {
-            stats.record_reply(started.elapsed(), false);
-            return Answer::raw(200, "application/yaml", OPENAPI.as_bytes().to_vec())
-                .send(request, &context);
+            return Ok(Checked::OpenApi);
         }
-        let body = match read_body(&mut request, self.config.max_body_bytes) {
-            Ok(body) => body,
-            Err(error) => return refuse(request, &context, error),
-        };
-        let parsed = if route.shape == Shape::Rpc {
+        let body = read_body(request, self.config.max_body_bytes)?;
+        Ok(Checked::Request(if route.shape == Shape::Rpc {
             api::parse_request(&body)
         } else {
-            self.rest_request(route, &body, query, params)
-        };
-        let (id, parsed) = match parsed {
-            Ok(ok) => ok,
-            Err((_, error)) => return refuse(request, &context, error),
-        };
-        context.model = openai::requested_model(&parsed);
-
-        let mut waiting = Some(request);
-        let sink_context = context.clone();
-        let sink = || -> Arc<dyn ReplySink> {
-            // serve() calls this at most once, and only before we look at `waiting` again.
-            let request = waiting.take().expect("request not yet answered");
-            Arc::new(HttpSink::new(request, sink_context, Arc::clone(stats)))
-        };
-        let inline = self.handler.serve(id.clone(), parsed, sink, started);
-        if let (Some(response), Some(request)) = (inline, waiting) {
-            let reply = Reply { id, response };
-            stats.record_reply(
-                started.elapsed(),
-                matches!(reply.response, api::Response::Error { .. }),
-            );
-            render(context.shape, &reply, &context).send(request, &context);
-        }
-    }
-
-    /// A REST route's request: body, query and path fields; an `id` in the
-    /// body is kept, otherwise one is made up so the request can be stopped.
-    fn rest_request(
-        &self,
-        route: &routes::Route,
-        body: &[u8],
-        query: &str,
-        params: Vec<(&'static str, String)>,
-    ) -> Result<(RequestId, api::Request), (RequestId, ApiError)> {
-        let body = if body.iter().all(u8::is_ascii_whitespace) {
-            None
-        } else {
-            Some(serde_json::from_slice::<Value>(body).map_err(|e| {
-                (
-                    RequestId::NONE,
-                    ApiError::bad_request(format!("the body is not valid JSON: {e}")),
-                )
-            })?)
-        };
-        let body = openai::translate(route.shape, body)
-            .and_then(|body| openai_embeddings::translate(route.shape, body))
-            .map_err(|detail| (RequestId::NONE, ApiError::bad_request(detail)))?;
-        let object = routes::request_object(route.request_type, body, query, params)
-            .map_err(|detail| (RequestId::NONE, ApiError::bad_request(detail)))?;
-        let (id, request) = api::request_from_value(object)?;
-        let id = if id.is_none() {
-            RequestId::text(format!(
-                "http-{}",
-                self.next_id.fetch_add(1, Ordering::Relaxed)
-            ))
-        } else {
-            id
-        };
-        Ok((id, request))
+            rest_request(route, &body, query, params)
+        }))
     }
 
     /// DNS-rebinding protection: a browser tricked into calling us through
@@ -330,10 +305,56 @@ impl Worker {
         for cors in cors_headers(context.cors_origin.as_deref()) {
             response.add_header(cors);
         }
-        self.handler
-            .stats()
-            .record_reply(context.started.elapsed(), false);
+        let stats = self.handler.stats();
+        stats.count_request(Transport::Http);
+        stats.record_reply(context.started.elapsed(), false);
         let _ = request.respond(response);
+    }
+}
+
+/// What the checks before the handler found.
+enum Checked {
+    /// A request for the handler (or why it is not one).
+    Request(Parsed),
+    /// A CORS preflight.
+    Preflight,
+    /// `GET /openapi.yaml`.
+    OpenApi,
+}
+
+/// A REST route's request: body, query and path fields; an `id` in the body
+/// is kept as the request's label.
+fn rest_request(
+    route: &routes::Route,
+    body: &[u8],
+    query: &str,
+    params: Vec<(&'static str, String)>,
+) -> Parsed {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(serde_json::from_slice::<Value>(body).map_err(|e| {
+            (
+                RequestId::NONE,
+                ApiError::bad_request(format!("the body is not valid JSON: {e}")),
+            )
+        })?)
+    };
+    let body = openai::translate(route.shape, body)
+        .and_then(|body| openai_embeddings::translate(route.shape, body))
+        .map_err(|detail| (RequestId::NONE, ApiError::bad_request(detail)))?;
+    let object = routes::request_object(route.request_type, body, query, params)
+        .map_err(|detail| (RequestId::NONE, ApiError::bad_request(detail)))?;
+    api::request_from_value(object)
+}
+
+/// Stands in when no writer thread could start: the request is dropped
+/// unanswered (tiny_http closes it) and the job sees its client gone.
+struct Unanswered;
+
+impl ReplySink for Unanswered {
+    fn deliver(&self, _reply: Reply) -> bool {
+        false
     }
 }
 

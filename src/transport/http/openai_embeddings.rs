@@ -148,24 +148,24 @@ mod tests {
 
     #[test]
     fn replies_take_the_openai_and_rerank_shapes() {
-        let reply = Reply {
-            id: RequestId::text("1"),
-            response: Response::EmbeddingList(EmbeddingList {
+        let reply = Reply::new(
+            RequestId::text("1"),
+            Response::EmbeddingList(EmbeddingList {
                 model: "m".into(),
                 embeddings: vec![json!([0.5, 0.5])],
                 dimensions: 2,
                 prompt_tokens: 3,
             }),
-        };
+        );
         let out = body(Shape::OpenAiEmbeddings, &reply).unwrap();
         assert_eq!(
             out["data"][0],
             json!({"object": "embedding", "index": 0, "embedding": [0.5, 0.5]})
         );
         assert_eq!(out["usage"]["prompt_tokens"], 3);
-        let reply = Reply {
-            id: RequestId::text("2"),
-            response: Response::RerankResults(RerankResults {
+        let reply = Reply::new(
+            RequestId::text("2"),
+            Response::RerankResults(RerankResults {
                 model: "m".into(),
                 method: "embedding_similarity".into(),
                 results: vec![RerankHit {
@@ -173,7 +173,7 @@ mod tests {
                     relevance_score: 0.5,
                 }],
             }),
-        };
+        );
         let out = body(Shape::Rerank, &reply).unwrap();
         assert_eq!(
             out["results"],

@@ -1,24 +1,14 @@
-//! Turning replies into HTTP responses: JSON, problem JSON, and Server-Sent
-//! Events for streamed replies.
-//!
-//! A request whose reply comes from the pool hands its `tiny_http::Request` to
-//! an [`HttpSink`]. The first reply decides the form: a final one is answered
-//! as one JSON body; a chunk starts an event stream written straight to the
-//! connection (tiny_http's own chunked writer holds 8 KiB back, which would
-//! batch tokens), so a failed write tells us at once that the client left.
+//! Turning replies into HTTP responses: JSON and problem JSON bodies, in the
+//! route's shape. Streamed replies are written by [`super::stream`].
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Value, json};
 use tiny_http::{Header, Request as HttpRequest, Response as HttpResponse};
 
 use super::routes::Shape;
-use crate::api::{Reply, Response};
+use crate::api::{JobId, Reply, Response};
 use crate::error::ApiError;
-use crate::jobs::{ReplySink, lock};
-use crate::stats::Stats;
 
 /// Per-request facts every response needs.
 #[derive(Debug, Clone)]
@@ -39,6 +29,8 @@ pub struct Answer {
     content_type: &'static str,
     body: Vec<u8>,
     retry_after: Option<u32>,
+    /// The job that made it, sent as `X-Job-Id`.
+    job_id: Option<JobId>,
 }
 
 impl Answer {
@@ -49,6 +41,7 @@ impl Answer {
             content_type: "application/json",
             body,
             retry_after: None,
+            job_id: None,
         }
     }
 
@@ -59,6 +52,7 @@ impl Answer {
             content_type,
             body,
             retry_after: None,
+            job_id: None,
         }
     }
 
@@ -83,7 +77,19 @@ impl Answer {
             // A json! value always serializes.
             body: serde_json::to_vec(&body).expect("problem serializes"),
             retry_after: error.retry_after,
+            job_id: None,
         }
+    }
+
+    /// Names the job that made it.
+    pub fn with_job(mut self, job_id: Option<JobId>) -> Answer {
+        self.job_id = job_id;
+        self
+    }
+
+    /// The body's size.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
     }
 
     /// Sends it, with CORS headers when the request came from an allowed origin.
@@ -94,6 +100,9 @@ impl Answer {
         if let Some(seconds) = self.retry_after {
             response.add_header(header("Retry-After", &seconds.to_string()));
         }
+        if let Some(job) = self.job_id {
+            response.add_header(header(JOB_HEADER, &job.to_string()));
+        }
         for cors in cors_headers(context.cors_origin.as_deref()) {
             response.add_header(cors);
         }
@@ -103,8 +112,15 @@ impl Answer {
     }
 }
 
+/// The header naming the job behind a response (StopGeneration takes it).
+pub const JOB_HEADER: &str = "X-Job-Id";
+
 /// The response of a final reply, in the route's shape.
 pub fn render(shape: Shape, reply: &Reply, context: &ReplyContext) -> Answer {
+    render_shape(shape, reply, context).with_job(reply.job_id)
+}
+
+fn render_shape(shape: Shape, reply: &Reply, context: &ReplyContext) -> Answer {
     if let Some(answer) = super::openai::render(shape, reply, context) {
         return answer;
     }
@@ -150,139 +166,9 @@ pub fn cors_headers(origin: Option<&str>) -> Vec<Header> {
     vec![
         header("Access-Control-Allow-Origin", origin),
         header("Vary", "Origin"),
-        header("Access-Control-Expose-Headers", "Retry-After"),
+        header(
+            "Access-Control-Expose-Headers",
+            &format!("Retry-After, {JOB_HEADER}"),
+        ),
     ]
-}
-
-enum SinkState {
-    /// No reply yet; the request waits to be answered.
-    Waiting(HttpRequest),
-    /// An event stream is open on the connection.
-    Streaming(Box<dyn Write + Send>),
-    /// Answered (or the client left).
-    Finished,
-}
-
-/// Delivers a job's replies to the HTTP client that asked.
-pub struct HttpSink {
-    state: Mutex<SinkState>,
-    context: ReplyContext,
-    stats: Arc<Stats>,
-}
-
-impl HttpSink {
-    /// A sink that will answer `request`.
-    pub fn new(request: HttpRequest, context: ReplyContext, stats: Arc<Stats>) -> HttpSink {
-        HttpSink {
-            state: Mutex::new(SinkState::Waiting(request)),
-            context,
-            stats,
-        }
-    }
-}
-
-impl ReplySink for HttpSink {
-    fn deliver(&self, reply: Reply) -> bool {
-        let mut state = lock(&self.state);
-        let is_final = reply.response.is_final();
-        if is_final {
-            let failed = matches!(reply.response, Response::Error { .. });
-            self.stats
-                .record_reply(self.context.started.elapsed(), failed);
-        }
-        match std::mem::replace(&mut *state, SinkState::Finished) {
-            SinkState::Waiting(request) if is_final => {
-                render(self.context.shape, &reply, &self.context).send(request, &self.context);
-                true
-            }
-            SinkState::Waiting(request) => match open_stream(request, &self.context) {
-                Ok(mut writer) => {
-                    let open = write_event(&mut writer, &reply, true, &self.context);
-                    if open {
-                        *state = SinkState::Streaming(writer);
-                    }
-                    open
-                }
-                Err(e) => {
-                    log::debug!("could not start an event stream: {e}");
-                    false
-                }
-            },
-            SinkState::Streaming(mut writer) => {
-                let open = write_event(&mut writer, &reply, false, &self.context);
-                if is_final {
-                    let _ = writer.write_all(b"0\r\n\r\n").and_then(|()| writer.flush());
-                } else if open {
-                    *state = SinkState::Streaming(writer);
-                }
-                open
-            }
-            SinkState::Finished => false,
-        }
-    }
-
-    /// Writing is the only way to learn that a TCP peer left, so an open event
-    /// stream gets an SSE comment (which every SSE client skips). Before the
-    /// stream opens the response head is not written yet: nothing to probe.
-    fn is_present(&self) -> bool {
-        let mut state = lock(&self.state);
-        match &mut *state {
-            SinkState::Waiting(_) => true,
-            SinkState::Streaming(writer) => {
-                let present = write_chunk(writer, b":\n\n");
-                if !present {
-                    *state = SinkState::Finished;
-                }
-                present
-            }
-            SinkState::Finished => false,
-        }
-    }
-}
-
-fn open_stream(
-    request: HttpRequest,
-    context: &ReplyContext,
-) -> std::io::Result<Box<dyn Write + Send>> {
-    let mut head = String::from(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n",
-    );
-    if let Some(origin) = &context.cors_origin {
-        head.push_str(&format!(
-            "Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"
-        ));
-    }
-    head.push_str("\r\n");
-    let mut writer = request.into_writer();
-    // Buffered, not flushed: the head leaves in one segment with the first
-    // event (a head sent alone would hold that event back behind Nagle).
-    writer.write_all(head.as_bytes())?;
-    Ok(writer)
-}
-
-/// Writes one `data:` event as one HTTP chunk; false when the client is gone.
-fn write_event(
-    writer: &mut Box<dyn Write + Send>,
-    reply: &Reply,
-    first: bool,
-    context: &ReplyContext,
-) -> bool {
-    let event = super::openai::event(context.shape, reply, first, context).unwrap_or_else(|| {
-        let mut event = b"data: ".to_vec();
-        event.extend_from_slice(&reply.to_json());
-        event.extend_from_slice(b"\n\n");
-        event
-    });
-    write_chunk(writer, &event)
-}
-
-/// Writes `data` as one HTTP chunk; false when the client is gone.
-fn write_chunk(writer: &mut Box<dyn Write + Send>, data: &[u8]) -> bool {
-    let chunk_head = format!("{:x}\r\n", data.len());
-    writer
-        .write_all(chunk_head.as_bytes())
-        .and_then(|()| writer.write_all(data))
-        .and_then(|()| writer.write_all(b"\r\n"))
-        .and_then(|()| writer.flush())
-        .is_ok()
 }

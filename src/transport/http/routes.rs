@@ -115,12 +115,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/api/chat", "Chat"),
     route("POST", "/api/generate", "Generate"),
     route("POST", "/api/responses", "Responses"),
-    route(
-        "POST",
-        "/api/generations/{target_id}/stop",
-        "StopGeneration",
-    ),
-    route("GET", "/api/generations/{target_id}", "GetHaltStatus"),
+    route("POST", "/api/generations/{job_id}/stop", "StopGeneration"),
+    route("GET", "/api/generations/{job_id}", "GetHaltStatus"),
     route("POST", "/api/tokenize", "Tokenize"),
     route("POST", "/api/detokenize", "Detokenize"),
     // models

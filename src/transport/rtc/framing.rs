@@ -186,9 +186,11 @@ mod tests {
 
     #[test]
     fn small_replies_go_whole_and_large_ones_in_frames_under_the_limit() {
-        let reply = |delta: String| Reply {
-            id: RequestId::text("r"),
-            response: Response::ChatChunk(ChatChunk { delta }),
+        let reply = |delta: String| {
+            Reply::new(
+                RequestId::text("r"),
+                Response::ChatChunk(ChatChunk { delta }),
+            )
         };
         assert_eq!(encode(&reply("hi".into()), 1024).len(), 1);
         // Quotes, backslashes, newlines and multi-byte chars all cost more than one byte.

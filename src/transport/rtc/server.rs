@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,16 +16,18 @@ use str0m::config::DtlsCert;
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Event, Input};
 
+use super::super::serve::{self, Origin};
 use super::RtcSettings;
 use super::framing::{self, Incoming};
 use super::net::{self, Sockets};
 use super::session::{Link, Session, SessionId};
-use super::sink::{RtcSink, mark_loop_thread};
-use crate::api::{self, Reply, RequestId, Response, RtcCommand};
+use super::sink::{self, RtcSink};
+use crate::api::{Reply, RequestId, Response, RtcCommand};
 use crate::error::ApiError;
-use crate::event_loop::{LoopHandle, LoopMessage};
 use crate::handler::{Handler, LoopPort};
-use crate::jobs::ReplySink;
+use crate::jobs::{ReplySink, panic_message};
+use crate::mailbox::Mailbox;
+use crate::outbox::OutboxLimits;
 use crate::stats::Transport;
 
 /// Largest UDP datagram read.
@@ -50,17 +53,8 @@ pub enum RtcMessage {
         /// Where the reply goes.
         sink: Arc<dyn ReplySink>,
     },
-    /// Frames of a job's reply for a channel (already counted in its Flow).
-    Frames {
-        /// The session.
-        session: SessionId,
-        /// The channel the request came on.
-        channel: ChannelId,
-        /// Data channel messages.
-        frames: Vec<Vec<u8>>,
-        /// Their total size.
-        bytes: usize,
-    },
+    /// A stream of this session has frames to send.
+    Ready(SessionId),
 }
 
 /// The WebRTC sessions and their sockets.
@@ -71,7 +65,9 @@ pub struct RtcServer {
     /// The session that last accepted a source address (a demux shortcut).
     by_source: HashMap<SocketAddr, SessionId>,
     pub(super) handler: Arc<Handler>,
-    pub(super) handle: LoopHandle,
+    pub(super) mailbox: Mailbox<RtcMessage>,
+    /// The bounds of every request stream's outbox.
+    limits: OutboxLimits,
     /// One DTLS certificate for every session (making one per session costs
     /// a key generation on the loop).
     pub(super) cert: DtlsCert,
@@ -86,7 +82,8 @@ impl RtcServer {
     pub fn start(
         settings: RtcSettings,
         handler: Arc<Handler>,
-        handle: LoopHandle,
+        mailbox: Mailbox<RtcMessage>,
+        limits: OutboxLimits,
         registry: &Registry,
         first_token: Token,
     ) -> io::Result<RtcServer> {
@@ -98,14 +95,15 @@ impl RtcServer {
         let hosts = net::host_addresses(&settings.hosts);
         let sockets = Sockets::bind(&hosts, settings.ports, registry, first_token)?;
         log::info!("WebRTC on UDP {:?}", sockets.addresses());
-        handler.attach_loop(Arc::new(Port(handle.clone())));
+        handler.attach_loop(Arc::new(Port(mailbox.clone())));
         Ok(RtcServer {
             settings,
             sockets,
             sessions: HashMap::new(),
             by_source: HashMap::new(),
             handler,
-            handle,
+            mailbox,
+            limits,
             cert,
             clock: (Instant::now(), SystemTime::now()),
             buffer: vec![0; DATAGRAM],
@@ -118,8 +116,7 @@ impl RtcServer {
     }
 
     /// Reads every datagram waiting on the socket of `token` (if it is ours).
-    pub fn handle_readable(&mut self, token: Token) {
-        mark_loop_thread();
+    pub fn handle_readable(&mut self, token: Token, now: Instant) {
         let Some(index) = self.sockets.index(token) else {
             return;
         };
@@ -134,7 +131,16 @@ impl RtcServer {
                     continue;
                 }
             };
-            self.handle_datagram(n, source, destination, Instant::now());
+            // A bug in one peer's input must not take the loop down.
+            let handled = catch_unwind(AssertUnwindSafe(|| {
+                self.handle_datagram(n, source, destination, now)
+            }));
+            if let Err(panic) = handled {
+                log::error!(
+                    "a datagram from {source} panicked: {}",
+                    panic_message(&panic)
+                );
+            }
         }
     }
 
@@ -187,23 +193,22 @@ impl RtcServer {
 
     /// Serves a message from another thread.
     pub fn handle_message(&mut self, message: RtcMessage, now: Instant) {
-        mark_loop_thread();
         match message {
             RtcMessage::Command { id, command, sink } => {
-                let response = self
-                    .run_command(command, now)
-                    .unwrap_or_else(Response::error);
-                sink.deliver(Reply { id, response });
+                let ran = catch_unwind(AssertUnwindSafe(|| self.run_command(command, now)));
+                let response = match ran {
+                    Ok(result) => result.unwrap_or_else(Response::error),
+                    Err(panic) => {
+                        let what = panic_message(&panic);
+                        log::error!("a signaling request panicked: {what}");
+                        Response::error(ApiError::internal(format!("the request failed: {what}")))
+                    }
+                };
+                sink.deliver(Reply::new(id, response));
             }
-            RtcMessage::Frames {
-                session,
-                channel,
-                frames,
-                bytes,
-            } => {
-                // A session closed meanwhile has a closed Flow: nothing to release.
-                if let Some(s) = self.sessions.get_mut(&session) {
-                    s.enqueue(channel, frames, bytes);
+            // A session closed meanwhile has closed its streams already.
+            RtcMessage::Ready(session) => {
+                if self.sessions.contains_key(&session) {
                     self.drive(&session, now);
                 }
             }
@@ -212,7 +217,9 @@ impl RtcServer {
 
     /// Advances every session whose timer is due; closes idle and dead ones.
     pub fn handle_timeout(&mut self, now: Instant) {
-        mark_loop_thread();
+        for session in self.sessions.values_mut() {
+            session.check_stalls(now);
+        }
         let due: Vec<SessionId> = self
             .sessions
             .values()
@@ -245,12 +252,20 @@ impl RtcServer {
         }
     }
 
-    /// The earliest instant any session needs the loop: a str0m timer or an
-    /// idle deadline.
+    /// The earliest instant any session needs the loop: a str0m timer, an
+    /// idle deadline or a stream's stall bound.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sessions
             .values()
-            .map(|s| s.next_timeout.min(self.expiry(s)))
+            .map(|s| {
+                let stall = s
+                    .streams
+                    .iter()
+                    .filter_map(|t| t.outbox.stall_deadline())
+                    .min();
+                let next = s.next_timeout.min(self.expiry(s));
+                stall.map_or(next, |stall| stall.min(next))
+            })
             .min()
     }
 
@@ -270,7 +285,7 @@ impl RtcServer {
             return false;
         };
         log::info!("WebRTC session {id} closed: {reason}");
-        session.flow.close();
+        session.close_streams();
         session.rtc.disconnect();
         self.by_source.retain(|_, owner| owner != id);
         true
@@ -284,7 +299,7 @@ impl RtcServer {
             let Some(session) = self.sessions.get_mut(id) else {
                 return;
             };
-            session.flush();
+            session.flush(now);
             if let Err(e) = session.poll(&self.sockets, &mut events) {
                 log::warn!("session {id} failed: {e}");
                 session.rtc.disconnect();
@@ -306,13 +321,9 @@ impl RtcServer {
         match event {
             Event::ChannelOpen(channel, label) => {
                 log::debug!("session {id}: channel {label:?} open");
-                session.outboxes.entry(channel).or_default();
+                session.direct.entry(channel).or_default();
             }
-            Event::ChannelClose(channel) => {
-                if let Some(outbox) = session.outboxes.remove(&channel) {
-                    session.flow.release(outbox.iter().map(Vec::len).sum());
-                }
-            }
+            Event::ChannelClose(channel) => session.close_channel(channel),
             Event::ChannelData(data) => {
                 session.counters.messages_in += 1;
                 session.counters.bytes_in += data.data.len() as u64;
@@ -325,65 +336,62 @@ impl RtcServer {
     /// One data channel message: a request (or a Partial frame of one).
     fn serve_message(&mut self, id: &SessionId, channel: ChannelId, message: &[u8], now: Instant) {
         let max = self.settings.max_message_bytes;
-        let stats = Arc::clone(self.handler.stats());
         // The caller found the session.
         let session = self.sessions.get_mut(id).expect("session exists");
+        let origin = Origin {
+            transport: Transport::Rtc,
+            connection: session.connection,
+        };
         let message: Cow<[u8]> = match session.joiner.push(message, max) {
             Incoming::Plain => Cow::Borrowed(message),
             Incoming::Whole(bytes) => Cow::Owned(bytes),
             Incoming::Pending => return,
             Incoming::Failed(request, error) => {
-                stats.count_request(Transport::Rtc);
-                stats.record_reply(Duration::ZERO, true);
-                return self.reply(id, channel, request, Response::error(error));
-            }
-        };
-        stats.count_request(Transport::Rtc);
-        let (request, response) = match api::parse_request(&message) {
-            Ok((request, parsed)) => {
-                let sink = || -> Arc<dyn ReplySink> {
-                    Arc::new(RtcSink {
-                        handle: self.handle.clone(),
-                        session: id.clone(),
-                        channel,
-                        flow: Arc::clone(&session.flow),
-                        frame_limit: session.frame_limit,
-                        started: now,
-                        stats: Arc::clone(&stats),
-                    })
-                };
-                match self.handler.serve(request.clone(), parsed, sink, now) {
-                    Some(response) => (request, response),
-                    None => return,
+                let parsed = Err((request, error));
+                if let Some(reply) = serve::serve(&self.handler, origin, parsed, now, |_| {
+                    unreachable!("a refused message has no stream")
+                }) {
+                    self.reply(id, channel, reply);
                 }
+                return;
             }
-            Err((request, error)) => (request, Response::error(error)),
         };
-        stats.record_reply(now.elapsed(), matches!(response, Response::Error { .. }));
-        self.reply(id, channel, request, response);
+        let (limits, frame_limit) = (self.limits, session.frame_limit);
+        let mut opened = None;
+        let inline = serve::serve_message(&self.handler, origin, &message, now, |request| {
+            let stream = sink::stream(
+                id.clone(),
+                channel,
+                request.clone(),
+                limits,
+                self.mailbox.clone(),
+            );
+            let outbox = Arc::clone(&stream.outbox);
+            opened = Some(stream);
+            Arc::new(RtcSink {
+                outbox,
+                frame_limit,
+            })
+        });
+        if let Some(session) = self.sessions.get_mut(id) {
+            session.streams.extend(opened);
+        }
+        if let Some(reply) = inline {
+            self.reply(id, channel, reply);
+        }
     }
 
     /// Queues a reply made on the loop thread.
-    fn reply(
-        &mut self,
-        id: &SessionId,
-        channel: ChannelId,
-        request: RequestId,
-        response: Response,
-    ) {
+    fn reply(&mut self, id: &SessionId, channel: ChannelId, reply: Reply) {
         let Some(session) = self.sessions.get_mut(id) else {
             return;
         };
-        let frames = framing::encode(
-            &Reply {
-                id: request,
-                response,
-            },
-            session.frame_limit,
-        );
-        let bytes = frames.iter().map(Vec::len).sum();
-        session.flow.add(bytes);
-        session.enqueue(channel, frames, bytes);
+        let frames = framing::encode(&reply, session.frame_limit);
+        // Replies made here are final and small, but a peer could send
+        // requests forever without reading one.
+        if !session.enqueue(channel, frames, self.limits.max_bytes) {
+            self.close(id, "the peer reads too slowly");
+        }
     }
 
     /// Unix milliseconds of an instant.
@@ -408,7 +416,7 @@ impl RtcServer {
 }
 
 /// The handler's way into the loop.
-struct Port(LoopHandle);
+struct Port(Mailbox<RtcMessage>);
 
 impl LoopPort for Port {
     fn submit(
@@ -417,8 +425,7 @@ impl LoopPort for Port {
         command: RtcCommand,
         sink: Arc<dyn ReplySink>,
     ) -> Result<(), ApiError> {
-        let message = LoopMessage::Rtc(RtcMessage::Command { id, command, sink });
-        if self.0.send(message) {
+        if self.0.send(RtcMessage::Command { id, command, sink }) {
             Ok(())
         } else {
             Err(ApiError::busy("the server is shutting down", 1))

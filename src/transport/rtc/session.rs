@@ -1,5 +1,6 @@
 //! One WebRTC session: its str0m `Rtc`, where negotiation and the link
-//! stand, its counters, and the outgoing queue of each data channel.
+//! stand, its counters, the replies the loop made for each open data channel
+//! and the outboxes of its requests' streams.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -14,7 +15,9 @@ use str0m::{Event, IceConnectionState, Output, Rtc, RtcError};
 
 use super::framing::Joiner;
 use super::net::Sockets;
-use super::sink::Flow;
+use super::sink::Stream;
+use crate::jobs::ConnectionId;
+use crate::outbox::Offered;
 
 /// A session's id: 128 random bits in hex, as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -102,10 +105,20 @@ pub struct Counters {
     pub bytes_out: u64,
 }
 
+impl Counters {
+    /// Counts one message handed to SCTP.
+    fn sent(&mut self, bytes: usize) {
+        self.messages_out += 1;
+        self.bytes_out += bytes as u64;
+    }
+}
+
 /// One peer.
 pub struct Session {
     /// Its id.
     pub id: SessionId,
+    /// The connection its requests' client ids are scoped to.
+    pub connection: ConnectionId,
     /// The client's own name for it.
     pub peer_id: Option<String>,
     /// The str0m peer.
@@ -120,12 +133,12 @@ pub struct Session {
     pub last_activity: Instant,
     /// Traffic so far.
     pub counters: Counters,
-    /// Frames waiting for SCTP, per open channel.
-    pub outboxes: HashMap<ChannelId, VecDeque<Vec<u8>>>,
+    /// Replies made on the loop thread, waiting for SCTP, per open channel.
+    pub direct: HashMap<ChannelId, VecDeque<Vec<u8>>>,
+    /// The streams of its running requests, written in turn.
+    pub streams: Vec<Stream>,
     /// The largest message the peer takes (its SDP's max-message-size).
     pub frame_limit: usize,
-    /// Bytes queued, shared with the sinks of its running jobs.
-    pub flow: Arc<Flow>,
     /// Incoming Partial frames being joined.
     pub joiner: Joiner,
     /// When str0m next wants `Input::Timeout`.
@@ -144,6 +157,7 @@ impl Session {
     ) -> Session {
         Session {
             id,
+            connection: ConnectionId::next(),
             peer_id,
             rtc,
             negotiation,
@@ -151,59 +165,117 @@ impl Session {
             created: now,
             last_activity: now,
             counters: Counters::default(),
-            outboxes: HashMap::new(),
+            direct: HashMap::new(),
+            streams: Vec::new(),
             frame_limit,
-            flow: Arc::default(),
             joiner: Joiner::default(),
             next_timeout: now,
         }
     }
 
-    /// Queues frames for a channel; dropped (and released) if it is not open.
-    pub fn enqueue(&mut self, channel: ChannelId, frames: Vec<Vec<u8>>, bytes: usize) {
-        match self.outboxes.get_mut(&channel) {
-            Some(outbox) => outbox.extend(frames),
-            None => self.flow.release(bytes),
-        }
+    /// Queues frames the loop made for a channel (dropped if it is not
+    /// open); false when more than `limit` bytes would wait there: a peer
+    /// that sends requests but reads no replies.
+    pub fn enqueue(&mut self, channel: ChannelId, frames: Vec<Vec<u8>>, limit: usize) -> bool {
+        let Some(queue) = self.direct.get_mut(&channel) else {
+            return true;
+        };
+        queue.extend(frames);
+        queue.iter().map(Vec::len).sum::<usize>() <= limit
     }
 
-    /// Hands queued frames to SCTP while it takes them.
-    pub fn flush(&mut self) {
+    /// Hands queued frames to SCTP while it takes them: the loop's own
+    /// replies first, then each stream in turn.
+    pub fn flush(&mut self, now: Instant) {
         let Session {
             rtc,
-            outboxes,
-            flow,
+            direct,
+            streams,
             counters,
             ..
         } = self;
-        for (&channel, outbox) in outboxes.iter_mut() {
-            if outbox.is_empty() {
-                continue;
-            }
+        for (&channel, queue) in direct.iter_mut() {
             let Some(mut writer) = rtc.channel(channel) else {
-                let bytes = outbox.drain(..).map(|f| f.len()).sum();
-                flow.release(bytes);
+                queue.clear();
                 continue;
             };
-            while let Some(frame) = outbox.front() {
+            while let Some(frame) = queue.front() {
                 match writer.write(false, frame) {
                     Ok(true) => {
-                        counters.messages_out += 1;
-                        counters.bytes_out += frame.len() as u64;
-                        flow.release(frame.len());
-                        outbox.pop_front();
+                        counters.sent(frame.len());
+                        queue.pop_front();
                     }
                     // SCTP's buffer is full: the rest waits for the peer's acks.
                     Ok(false) => break,
                     Err(e) => {
                         log::warn!("data channel write failed: {e}; its queue is dropped");
-                        let bytes = outbox.drain(..).map(|f| f.len()).sum();
-                        flow.release(bytes);
-                        break;
+                        queue.clear();
                     }
                 }
             }
         }
+        streams.retain(|stream| {
+            let Some(mut writer) = rtc.channel(stream.channel) else {
+                stream.outbox.close();
+                return false;
+            };
+            loop {
+                let mut failed = false;
+                let offered =
+                    stream
+                        .outbox
+                        .offer_front(now, |frame| match writer.write(false, frame) {
+                            Ok(true) => {
+                                counters.sent(frame.len());
+                                true
+                            }
+                            Ok(false) => false,
+                            Err(e) => {
+                                log::warn!("data channel write failed: {e}; the stream ends");
+                                failed = true;
+                                false
+                            }
+                        });
+                if failed {
+                    stream.outbox.close();
+                    return false;
+                }
+                match offered {
+                    Offered::Taken(false) => continue,
+                    Offered::Taken(true) => return false,
+                    Offered::Empty | Offered::Refused => return !stream.outbox.is_done(),
+                }
+            }
+        });
+    }
+
+    /// Ends streams whose reader stalled; returns the earliest time one may.
+    pub fn check_stalls(&mut self, now: Instant) -> Option<Instant> {
+        self.streams
+            .retain(|stream| !stream.outbox.check_stall(now));
+        self.streams
+            .iter()
+            .filter_map(|stream| stream.outbox.stall_deadline())
+            .min()
+    }
+
+    /// The session is gone: its running requests see their client gone.
+    pub fn close_streams(&mut self) {
+        for stream in self.streams.drain(..) {
+            stream.outbox.close();
+        }
+    }
+
+    /// A channel closed: its queue and streams go.
+    pub fn close_channel(&mut self, channel: ChannelId) {
+        self.direct.remove(&channel);
+        self.streams.retain(|stream| {
+            let keep = stream.channel != channel;
+            if !keep {
+                stream.outbox.close();
+            }
+            keep
+        });
     }
 
     /// Drains `poll_output` to its timeout: transmits go out on `sockets`,

@@ -9,8 +9,9 @@ use std::time::Instant;
 use mio::{Registry, Token};
 
 use super::RtcSettings;
-use crate::event_loop::LoopHandle;
 use crate::handler::Handler;
+use crate::mailbox::Mailbox;
+use crate::outbox::OutboxLimits;
 
 /// Never made in this build.
 pub enum RtcMessage {}
@@ -23,7 +24,8 @@ impl RtcServer {
     pub fn start(
         _settings: RtcSettings,
         _handler: Arc<Handler>,
-        _handle: LoopHandle,
+        _mailbox: Mailbox<RtcMessage>,
+        _limits: OutboxLimits,
         _registry: &Registry,
         _first_token: Token,
     ) -> io::Result<RtcServer> {
@@ -39,7 +41,7 @@ impl RtcServer {
     }
 
     /// Unreachable: no value exists.
-    pub fn handle_readable(&mut self, _token: Token) {
+    pub fn handle_readable(&mut self, _token: Token, _now: Instant) {
         match *self {}
     }
 
