@@ -287,19 +287,18 @@ fn rag_query(dir: &Path, chunks: usize, dims: usize) {
     let mut document = 0;
     while stored < chunks {
         let text: String = (0..100).map(|_| words.sentence(190)).collect();
-        let added = store
-            .add_document(
-                AddDocumentRequest {
-                    collection: "bench".into(),
-                    text,
-                    url: Some(format!("https://example.com/{document}")),
-                    title: Some(format!("Page {document}")),
-                    metadata: None,
-                },
-                &embedder,
-                &|| false,
-            )
+        let request = AddDocumentRequest {
+            collection: "bench".into(),
+            text,
+            url: Some(format!("https://example.com/{document}")),
+            title: Some(format!("Page {document}")),
+            metadata: None,
+        };
+        let chunked = store
+            .chunk_document(request, embedder.model_id(), dims)
             .unwrap();
+        let vectors = embedder.embed(chunked.texts()).unwrap();
+        let added = store.add_document(chunked, vectors).unwrap();
         stored += added.chunks;
         document += 1;
     }
@@ -307,17 +306,23 @@ fn rag_query(dir: &Path, chunks: usize, dims: usize) {
         "RagQuery set-up: {stored} chunks of {dims} dims in {document} documents stored in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let query = |text: String| RagQueryRequest {
-        collection: "bench".into(),
-        query: text,
-        top_k: Some(5),
-        min_score: None,
-        rerank: false,
+    // As the handler runs a RagQuery: check it, embed it, search.
+    let search = |text: String| {
+        let request = RagQueryRequest {
+            collection: "bench".into(),
+            query: text,
+            top_k: Some(5),
+            min_score: None,
+            rerank: false,
+        };
+        let checked = store
+            .check_query(&request, embedder.model_id(), dims)
+            .unwrap();
+        let vector = embedder.embed(&[request.query]).unwrap().remove(0);
+        store.search(&checked, vector, checked.top_k()).unwrap()
     };
     let t = Instant::now();
-    store
-        .rag_query(&query("kaka lomi".into()), &embedder, None)
-        .unwrap();
+    search("kaka lomi".into());
     println!(
         "RagQuery first query (loads the vectors into memory): {:.0} ms",
         t.elapsed().as_secs_f64() * 1e3
@@ -338,9 +343,7 @@ fn rag_query(dir: &Path, chunks: usize, dims: usize) {
                 terms.push(words.rare().to_string());
             }
             let t = Instant::now();
-            let results = store
-                .rag_query(&query(terms.join(" ")), &embedder, None)
-                .unwrap();
+            let results = search(terms.join(" "));
             latencies.push(t.elapsed().as_secs_f64() * 1e3);
             assert_eq!(results.hits.len(), 5);
             keyword_hits += results

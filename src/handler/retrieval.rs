@@ -1,5 +1,9 @@
 //! Retrieval: AddDocument, DeleteDocument, RagQuery, ListCollections and
-//! ClearCollection over the document store.
+//! ClearCollection over the document store. The store keeps text and
+//! vectors and runs no model; here the engine and the store are composed:
+//! AddDocument has the store chunk the text, embeds the chunks and hands the
+//! vectors back to be stored; RagQuery embeds the query, has the store
+//! search, and reranks the candidates it returns.
 //!
 //! A collection is embedded with one model for its whole life: AddDocument
 //! and RagQuery use the collection's own model when it has one, and the
@@ -15,7 +19,8 @@ use super::chat::load_options;
 use super::embeddings::check_embedding_model;
 use super::{Handler, Outcome};
 use crate::api::{
-    AddDocumentRequest, CollectionRef, DeleteDocumentRequest, ModelKind, RagQueryRequest, Response,
+    AddDocumentRequest, CollectionRef, DeleteDocumentRequest, DocumentAdded, ModelKind,
+    RagQueryRequest, RagResults, Response,
 };
 use crate::engine::Embedder;
 use crate::engine::manager::{LoadOptions, ModelManager};
@@ -23,6 +28,11 @@ use crate::engine::rerank::Scorer;
 use crate::error::ApiError;
 use crate::jobs::{Job, Lane};
 use crate::store::Store;
+
+/// Chunks embedded per call to the embedder (and between cancel checks).
+const EMBED_BATCH: usize = 32;
+/// Candidates reranked per hit asked for.
+const RERANK_POOL: usize = 3;
 
 /// What a job needs to get an embedder once it runs.
 struct EmbedderSource {
@@ -77,7 +87,7 @@ impl Handler {
         Outcome::Job(Job::new(Lane::Model, move |ctx| {
             let store = slot.get()?;
             let embedder = source.for_collection(&store, &request.collection)?;
-            let added = store.add_document(request, embedder.as_ref(), &|| ctx.is_cancelled())?;
+            let added = add_document(&store, request, embedder.as_ref(), &|| ctx.is_cancelled())?;
             Ok(Response::DocumentAdded(added))
         }))
     }
@@ -90,7 +100,7 @@ impl Handler {
             let reranker = request
                 .rerank
                 .then(|| Scorer::EmbeddingSimilarity(Arc::clone(&embedder)));
-            let results = store.rag_query(&request, embedder.as_ref(), reranker.as_ref())?;
+            let results = rag_query(&store, &request, embedder.as_ref(), reranker.as_ref())?;
             Ok(Response::RagResults(results))
         }))
     }
@@ -113,4 +123,70 @@ impl Handler {
             ))
         })
     }
+}
+
+/// Chunks a document, embeds the chunks in batches and stores them.
+/// `cancelled` is asked before each batch; a cancelled request stores nothing.
+pub(super) fn add_document(
+    store: &Store,
+    request: AddDocumentRequest,
+    embedder: &dyn Embedder,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<DocumentAdded, ApiError> {
+    let document = store.chunk_document(request, embedder.model_id(), embedder.dimensions())?;
+    let mut vectors = Vec::with_capacity(document.texts().len());
+    for batch in document.texts().chunks(EMBED_BATCH) {
+        if cancelled() {
+            return Err(ApiError::new(
+                499,
+                "cancelled",
+                "Cancelled",
+                "cancelled before anything was stored",
+            ));
+        }
+        vectors.extend(embed_exactly(embedder, batch)?);
+    }
+    Ok(store.add_document(document, vectors)?)
+}
+
+/// Embeds the query, searches the store, and reranks its candidates with
+/// `reranker` (three per hit asked for), whose score then replaces the
+/// fused one.
+pub(super) fn rag_query(
+    store: &Store,
+    request: &RagQueryRequest,
+    embedder: &dyn Embedder,
+    reranker: Option<&Scorer>,
+) -> Result<RagResults, ApiError> {
+    let query = store.check_query(request, embedder.model_id(), embedder.dimensions())?;
+    let vector = embed_exactly(embedder, std::slice::from_ref(&query.text().to_string()))?
+        .pop()
+        .ok_or_else(|| ApiError::internal("the embedder returned no query vector"))?;
+    let Some(scorer) = reranker else {
+        return Ok(store.search(&query, vector, query.top_k())?);
+    };
+    let mut results = store.search(&query, vector, query.top_k() * RERANK_POOL)?;
+    let texts: Vec<String> = results.hits.iter().map(|h| h.text.clone()).collect();
+    let scores = scorer.score(query.text(), &texts)?;
+    for (hit, score) in results.hits.iter_mut().zip(scores) {
+        hit.score = score;
+    }
+    results.hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+    results.hits.truncate(query.top_k());
+    Ok(results)
+}
+
+/// One vector of the embedder's length per text, or a 500: an embedder that
+/// answers otherwise is a bug, and its vectors must not be stored.
+fn embed_exactly(embedder: &dyn Embedder, texts: &[String]) -> Result<Vec<Vec<f32>>, ApiError> {
+    let vectors = embedder.embed(texts)?;
+    let dimensions = embedder.dimensions();
+    if vectors.len() != texts.len() || vectors.iter().any(|v| v.len() != dimensions) {
+        return Err(ApiError::internal(format!(
+            "the embedder returned {} vectors for {} texts, or not {dimensions} floats each",
+            vectors.len(),
+            texts.len()
+        )));
+    }
+    Ok(vectors)
 }

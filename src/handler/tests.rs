@@ -17,7 +17,10 @@ use crate::engine::manager::{Engine, LoadOptions, Loader, Progress};
 use crate::engine::text::fake::FakeTextModel;
 use crate::jobs::{ConnectionId, JobLimits, ReplySink, lock};
 use crate::models::ModelFile;
-use crate::store::testing::{FakeEmbedder, TempDir};
+use crate::store::testing::TempDir;
+use retrieval::FakeEmbedder;
+
+mod retrieval;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -50,7 +53,9 @@ impl Loader for FakeLoader {
                 reply: self.reply.clone(),
                 token_delay: self.token_delay,
             })),
-            crate::api::ModelFormat::Onnx => Engine::Embed(Arc::new(FakeEmbedder::new(16))),
+            crate::api::ModelFormat::Onnx => {
+                Engine::Embed(Arc::new(FakeEmbedder::new(&file.id, 16)))
+            }
         })
     }
 }

@@ -1,5 +1,6 @@
-//! Collections and documents: preparing a document (chunk, embed) off the
-//! writer, and the SQL that stores, replaces and deletes it.
+//! Collections and documents: checking and chunking a document off the
+//! writer, taking its vectors (made by the caller: the store runs no model),
+//! and the SQL that stores, replaces and deletes it.
 //!
 //! A collection is bound to the embedding model (and vector length) of its
 //! first document: vectors of two models are not comparable, so adding or
@@ -8,6 +9,8 @@
 //! the same transaction: a reader sees the old chunks or the new ones, never
 //! both or neither. Every change bumps the collection's `version`, which
 //! keeps the in-memory vectors honest (see [`super::vectors`]).
+
+use std::ops::Range;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -18,17 +21,14 @@ use crate::api::{
     AddDocumentRequest, CollectionCleared, CollectionInfo, CollectionList, DocumentAdded,
     DocumentRef,
 };
-use crate::engine::Embedder;
 
 /// The largest document accepted, in bytes of text.
 pub const MAX_DOCUMENT_BYTES: usize = 32 << 20;
 /// The longest collection name, in bytes.
 pub const MAX_NAME: usize = 256;
-/// Chunks embedded per call to the embedder (and between cancel checks).
-const EMBED_BATCH: usize = 32;
-
-/// A document cut and embedded, ready for the writer.
-pub(crate) struct PreparedDocument {
+/// A document checked and cut into chunks, waiting for one vector per chunk
+/// ([`super::Store::chunk_document`], then [`super::Store::add_document`]).
+pub struct ChunkedDocument {
     collection: String,
     url: Option<String>,
     title: Option<String>,
@@ -36,14 +36,15 @@ pub(crate) struct PreparedDocument {
     length: usize,
     model: String,
     dimensions: usize,
-    chunks: Vec<PreparedChunk>,
+    ranges: Vec<Range<usize>>,
+    texts: Vec<String>,
 }
 
-struct PreparedChunk {
-    start: usize,
-    end: usize,
-    text: String,
-    vector: Vec<f32>,
+impl ChunkedDocument {
+    /// The chunks' texts, in order: what to embed.
+    pub fn texts(&self) -> &[String] {
+        &self.texts
+    }
 }
 
 pub(crate) fn check_name(collection: &str) -> Result<(), StoreError> {
@@ -55,13 +56,14 @@ pub(crate) fn check_name(collection: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Checks, chunks and embeds a document; nothing is written.
-pub(crate) fn prepare(
+/// Checks and chunks a document whose vectors will come from `model`
+/// (`dimensions` floats each); nothing is written.
+pub(crate) fn chunk(
     request: AddDocumentRequest,
     config: &ChunkConfig,
-    embedder: &dyn Embedder,
-    cancelled: &dyn Fn() -> bool,
-) -> Result<PreparedDocument, StoreError> {
+    model: &str,
+    dimensions: usize,
+) -> Result<ChunkedDocument, StoreError> {
     check_name(&request.collection)?;
     if request.text.len() > MAX_DOCUMENT_BYTES {
         return Err(StoreError::Invalid(format!(
@@ -73,35 +75,11 @@ pub(crate) fn prepare(
     if ranges.is_empty() {
         return Err(StoreError::Invalid("the document's text is empty".into()));
     }
-    let dimensions = embedder.dimensions();
-    let mut chunks = Vec::with_capacity(ranges.len());
-    for batch in ranges.chunks(EMBED_BATCH) {
-        if cancelled() {
-            return Err(StoreError::Cancelled);
-        }
-        let texts: Vec<String> = batch
-            .iter()
-            .map(|r| request.text[r.clone()].to_string())
-            .collect();
-        let vectors = embedder.embed(&texts).map_err(StoreError::Embedding)?;
-        if vectors.len() != texts.len() || vectors.iter().any(|v| v.len() != dimensions) {
-            return Err(StoreError::Sqlite(format!(
-                "the embedder returned {} vectors for {} texts, or not {dimensions} floats each",
-                vectors.len(),
-                texts.len()
-            )));
-        }
-        for ((range, text), mut vector) in batch.iter().zip(texts).zip(vectors) {
-            normalise(&mut vector);
-            chunks.push(PreparedChunk {
-                start: range.start,
-                end: range.end,
-                text,
-                vector,
-            });
-        }
-    }
-    Ok(PreparedDocument {
+    let texts = ranges
+        .iter()
+        .map(|r| request.text[r.clone()].to_string())
+        .collect();
+    Ok(ChunkedDocument {
         collection: request.collection,
         url: request.url.filter(|u| !u.is_empty()),
         title: request.title,
@@ -110,10 +88,36 @@ pub(crate) fn prepare(
             .filter(|m| !m.is_null())
             .map(|m| m.to_string()),
         length: request.text.len(),
-        model: embedder.model_id().to_string(),
+        model: model.to_string(),
         dimensions,
-        chunks,
+        ranges,
+        texts,
     })
+}
+
+/// A chunked document with its vectors, checked and normalised: what the
+/// writer stores.
+pub(crate) struct PreparedDocument {
+    document: ChunkedDocument,
+    vectors: Vec<Vec<f32>>,
+}
+
+/// Pairs a document with its vectors: one per chunk, in order, of the
+/// document's length; scaled to unit length so a dot product is the cosine.
+pub(crate) fn with_vectors(
+    document: ChunkedDocument,
+    mut vectors: Vec<Vec<f32>>,
+) -> Result<PreparedDocument, StoreError> {
+    let dimensions = document.dimensions;
+    if vectors.len() != document.texts.len() || vectors.iter().any(|v| v.len() != dimensions) {
+        return Err(StoreError::Invalid(format!(
+            "{} vectors for {} chunks, or not {dimensions} floats each",
+            vectors.len(),
+            document.texts.len()
+        )));
+    }
+    vectors.iter_mut().for_each(|v| normalise(v));
+    Ok(PreparedDocument { document, vectors })
 }
 
 /// A collection's row.
@@ -169,9 +173,10 @@ pub(crate) fn check_model(
 /// reply and the change for the in-memory vectors.
 pub(crate) fn insert(
     connection: &Connection,
-    document: PreparedDocument,
+    prepared: PreparedDocument,
     now_ms: i64,
 ) -> Result<(DocumentAdded, Change), StoreError> {
+    let PreparedDocument { document, vectors } = prepared;
     connection
         .prepare_cached(
             "INSERT INTO collections (name, model, dimensions, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -216,25 +221,26 @@ pub(crate) fn insert(
             ],
             |row| row.get(0),
         )?;
-    let mut added = Vec::with_capacity(document.chunks.len());
+    let mut added = Vec::with_capacity(vectors.len());
     {
         let mut statement = connection.prepare_cached(
             "INSERT INTO chunks (document_id, collection_id, start, end, text, embedding)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
         )?;
-        for chunk in document.chunks {
+        let chunks = document.ranges.iter().zip(&document.texts);
+        for ((range, text), vector) in chunks.zip(vectors) {
             let chunk_id: i64 = statement.query_row(
                 params![
                     document_id,
                     collection.id,
-                    chunk.start as i64,
-                    chunk.end as i64,
-                    chunk.text,
-                    to_blob(&chunk.vector)
+                    range.start as i64,
+                    range.end as i64,
+                    text,
+                    to_blob(&vector)
                 ],
                 |row| row.get(0),
             )?;
-            added.push((chunk_id, document_id, chunk.vector));
+            added.push((chunk_id, document_id, vector));
         }
     }
     let to_version = bump(connection, collection.id)?;

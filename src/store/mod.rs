@@ -10,6 +10,12 @@
 //! kept in memory ([`vectors`]), loaded on the first query and kept current
 //! by the writer after each commit.
 //!
+//! # What the store does not do
+//! It runs no model: documents arrive as text and leave as chunks to embed,
+//! then come back with one vector per chunk; a query comes with its vector
+//! and leaves as ranked candidates. Embedding and reranking are the
+//! handler's (`handler/retrieval.rs`), so nothing here depends on `engine`.
+//!
 //! # Durability
 //! The database runs in WAL mode with `synchronous=FULL`: a COMMIT returns
 //! only after the WAL has been fsynced, so a committed transaction survives a
@@ -50,14 +56,14 @@ use crate::api::{
     DocumentRef, History, ListSessionsRequest, RagQueryRequest, RagResults, SaveMessageRequest,
     SessionList, StoredMessage,
 };
-use crate::engine::Embedder;
-use crate::engine::rerank::Scorer;
 use crate::error::ApiError;
 use crate::jobs::lock;
 
 pub use chunking::{ChunkConfig, chunk_text};
 pub use db::{DB_FILE, SCHEMA_VERSION};
+pub use documents::ChunkedDocument;
 use group_commit::{Task, Writer};
+pub use search::SearchQuery;
 pub use vectors::VectorIndex;
 
 /// What can go wrong in the store.
@@ -90,12 +96,8 @@ pub enum StoreError {
     Conflict(String),
     /// A value is out of range.
     Invalid(String),
-    /// The client went away or stopped the request before it was stored.
-    Cancelled,
     /// The writer thread is gone (the host is shutting down).
     Closed,
-    /// The embedding model failed (its own error, passed through).
-    Embedding(ApiError),
     /// Any other database failure.
     Sqlite(String),
 }
@@ -118,9 +120,7 @@ impl fmt::Display for StoreError {
             StoreError::NotFound(detail)
             | StoreError::Conflict(detail)
             | StoreError::Invalid(detail) => f.write_str(detail),
-            StoreError::Cancelled => f.write_str("cancelled before anything was stored"),
             StoreError::Closed => f.write_str("the store is shutting down"),
-            StoreError::Embedding(error) => write!(f, "embedding failed: {}", error.detail),
             StoreError::Sqlite(detail) => write!(f, "database error: {detail}"),
         }
     }
@@ -159,8 +159,6 @@ impl From<StoreError> for ApiError {
             | StoreError::Closed => {
                 ApiError::new(503, "store-unavailable", "Store unavailable", detail)
             }
-            StoreError::Cancelled => ApiError::new(499, "cancelled", "Cancelled", detail),
-            StoreError::Embedding(error) => error,
             StoreError::Sqlite(_) => ApiError::internal(detail),
         }
     }
@@ -308,26 +306,31 @@ impl Store {
         self.write(move |tx, _| history::delete_session(tx, &key))
     }
 
-    /// Chunks, embeds and stores a document, replacing the one with the same
-    /// URL. Embedding runs on the caller's thread, in batches; `cancelled` is
-    /// asked between batches and stops the work before anything is written.
-    pub fn add_document(
+    /// Checks a document and cuts it into chunks whose vectors will come
+    /// from `model` (`dimensions` floats each); nothing is written. Fails
+    /// fast, before any embedding, on a bad request or a collection bound to
+    /// another model.
+    pub fn chunk_document(
         &self,
         request: AddDocumentRequest,
-        embedder: &dyn Embedder,
-        cancelled: &dyn Fn() -> bool,
-    ) -> Result<DocumentAdded, StoreError> {
+        model: &str,
+        dimensions: usize,
+    ) -> Result<ChunkedDocument, StoreError> {
         documents::check_name(&request.collection)?;
-        // Fail fast, before minutes of embedding, when the model cannot fit;
-        // the writer checks again in its transaction.
         let existing = self.read(|c| documents::find_collection(c, &request.collection))?;
-        documents::check_model(
-            existing.as_ref(),
-            &request.collection,
-            embedder.model_id(),
-            embedder.dimensions(),
-        )?;
-        let prepared = documents::prepare(request, &self.options.chunking, embedder, cancelled)?;
+        documents::check_model(existing.as_ref(), &request.collection, model, dimensions)?;
+        documents::chunk(request, &self.options.chunking, model, dimensions)
+    }
+
+    /// Stores a chunked document with one vector per chunk, in chunk order,
+    /// replacing the collection's document with the same URL. The writer
+    /// checks the collection's model again in its transaction.
+    pub fn add_document(
+        &self,
+        document: ChunkedDocument,
+        vectors: Vec<Vec<f32>>,
+    ) -> Result<DocumentAdded, StoreError> {
+        let prepared = documents::with_vectors(document, vectors)?;
         self.write_changing(move |tx, now| documents::insert(tx, prepared, now))
     }
 
@@ -360,16 +363,29 @@ impl Store {
         self.read(documents::list_collections)
     }
 
-    /// Hybrid search: vector similarity and BM25 keywords, fused by rank,
-    /// optionally reranked.
-    pub fn rag_query(
+    /// Checks a RagQuery whose vector will come from `model` (`dimensions`
+    /// floats): its values, then that the collection exists (404) and holds
+    /// that model's vectors (409) — before any embedding.
+    pub fn check_query(
         &self,
         request: &RagQueryRequest,
-        embedder: &dyn Embedder,
-        reranker: Option<&Scorer>,
+        model: &str,
+        dimensions: usize,
+    ) -> Result<SearchQuery, StoreError> {
+        let query = SearchQuery::check(request, model, dimensions)?;
+        self.read(|connection| search::check_collection(connection, &query))?;
+        Ok(query)
+    }
+
+    /// Hybrid search with the query's vector: vector similarity and BM25
+    /// keywords, fused by rank; at most `limit` candidates, best first.
+    pub fn search(
+        &self,
+        query: &SearchQuery,
+        vector: Vec<f32>,
+        limit: usize,
     ) -> Result<RagResults, StoreError> {
-        let query = search::Query::check(request)?;
-        self.read(|connection| search::run(connection, &self.vectors, &query, embedder, reranker))
+        self.read(|connection| search::run(connection, &self.vectors, query, vector, limit))
     }
 }
 

@@ -1,4 +1,5 @@
-//! RagQuery: hybrid retrieval over one collection.
+//! RagQuery's search: hybrid retrieval over one collection, for a query
+//! vector the caller made (the store runs no model).
 //!
 //! Two rankings of the collection's chunks are made: by cosine similarity of
 //! their vectors with the query's (brute force over the in-memory copy), and
@@ -9,20 +10,17 @@
 //! reported `score` is that sum divided by its maximum (first in both
 //! rankings), so it lies in (0, 1]; `similarity` is the chunk's cosine.
 //! `min_score` filters on the cosine, the one score with an absolute meaning.
-//! With `rerank`, the best candidates are scored again by the rerank scorer
-//! and `score` is its score.
+//! Reranking the candidates is the caller's (the handler's) work.
 
 use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
 
 use super::StoreError;
-use super::documents::{check_name, find_collection, load_index, no_collection};
+use super::documents::{check_model, check_name, find_collection, load_index, no_collection};
 use super::history::parse_metadata;
 use super::vectors::{VectorCache, normalise};
 use crate::api::{RagHit, RagQueryRequest, RagResults};
-use crate::engine::Embedder;
-use crate::engine::rerank::Scorer;
 
 /// Hits returned when a request does not say.
 pub const DEFAULT_TOP_K: usize = 5;
@@ -37,16 +35,23 @@ const COMMON_FRACTION: i64 = 20;
 /// ...but a word is never too common below this many chunks.
 const MIN_COMMON: i64 = 2000;
 
-/// A checked RagQuery.
-pub(crate) struct Query {
+/// A checked RagQuery whose vector comes from `model` ([`super::Store::check_query`]).
+pub struct SearchQuery {
     collection: String,
     text: String,
     top_k: usize,
     min_score: Option<f32>,
+    model: String,
+    dimensions: usize,
 }
 
-impl Query {
-    pub(crate) fn check(request: &RagQueryRequest) -> Result<Query, StoreError> {
+impl SearchQuery {
+    /// Checks the request's values; no I/O.
+    pub(crate) fn check(
+        request: &RagQueryRequest,
+        model: &str,
+        dimensions: usize,
+    ) -> Result<SearchQuery, StoreError> {
         check_name(&request.collection)?;
         if request.query.trim().is_empty() {
             return Err(StoreError::Invalid("query is empty".into()));
@@ -64,12 +69,24 @@ impl Query {
                 "min_score {min} is not a cosine similarity (-1 to 1)"
             )));
         }
-        Ok(Query {
+        Ok(SearchQuery {
             collection: request.collection.clone(),
             text: request.query.clone(),
             top_k,
             min_score: request.min_score,
+            model: model.to_string(),
+            dimensions,
         })
+    }
+
+    /// The query's text: what to embed.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The hits asked for.
+    pub fn top_k(&self) -> usize {
+        self.top_k
     }
 
     /// How many candidates each ranking contributes.
@@ -78,38 +95,55 @@ impl Query {
     }
 }
 
-/// Runs a query; embedding happens here, before the read transaction opens.
+/// The 404 of a missing collection, the 409 of one holding another model's
+/// vectors.
+pub(crate) fn check_collection(
+    connection: &Connection,
+    query: &SearchQuery,
+) -> Result<(), StoreError> {
+    let collection = find_collection(connection, &query.collection)?
+        .ok_or_else(|| no_collection(&query.collection))?;
+    check_model(
+        Some(&collection),
+        &query.collection,
+        &query.model,
+        query.dimensions,
+    )
+}
+
+/// Runs a query with its vector; at most `limit` hits, best first.
 pub(crate) fn run(
     connection: &Connection,
     cache: &VectorCache,
-    query: &Query,
-    embedder: &dyn Embedder,
-    reranker: Option<&Scorer>,
+    query: &SearchQuery,
+    mut vector: Vec<f32>,
+    limit: usize,
 ) -> Result<RagResults, StoreError> {
     let empty = || RagResults {
         collection: query.collection.clone(),
         hits: Vec::new(),
     };
-    let collection = find_collection(connection, &query.collection)?
-        .ok_or_else(|| no_collection(&query.collection))?;
-    super::documents::check_model(
-        Some(&collection),
-        &query.collection,
-        embedder.model_id(),
-        embedder.dimensions(),
-    )?;
-    let mut vector = embedder
-        .embed(std::slice::from_ref(&query.text))
-        .map_err(StoreError::Embedding)?
-        .pop()
-        .filter(|v| v.len() == embedder.dimensions())
-        .ok_or_else(|| StoreError::Sqlite("the embedder returned no query vector".into()))?;
+    if vector.len() != query.dimensions {
+        return Err(StoreError::Invalid(format!(
+            "the query vector has {} floats, not {}",
+            vector.len(),
+            query.dimensions
+        )));
+    }
     normalise(&mut vector);
 
     // One snapshot for the version, the vectors' rows and the chunk texts.
     let tx = connection.unchecked_transaction()?;
     let collection =
         find_collection(&tx, &query.collection)?.ok_or_else(|| no_collection(&query.collection))?;
+    // Checked again in this snapshot: the collection may have been cleared
+    // and refilled with another model since the caller checked it.
+    check_model(
+        Some(&collection),
+        &query.collection,
+        &query.model,
+        query.dimensions,
+    )?;
     let Some(dimensions) = collection.dimensions else {
         return Ok(empty());
     };
@@ -159,12 +193,7 @@ pub(crate) fn run(
             )
             .then(a.chunk.cmp(&b.chunk))
     });
-    let pool = if reranker.is_some() {
-        query.top_k * 3
-    } else {
-        query.top_k
-    };
-    candidates.truncate(pool);
+    candidates.truncate(limit);
 
     let best = 2.0 / (RRF_K + 1.0);
     let mut hits = Vec::with_capacity(candidates.len());
@@ -176,18 +205,6 @@ pub(crate) fn run(
         }
     }
     tx.commit()?;
-
-    if let Some(scorer) = reranker {
-        let texts: Vec<String> = hits.iter().map(|h| h.text.clone()).collect();
-        let scores = scorer
-            .score(&query.text, &texts)
-            .map_err(StoreError::Embedding)?;
-        for (hit, score) in hits.iter_mut().zip(scores) {
-            hit.score = score;
-        }
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-    }
-    hits.truncate(query.top_k);
     Ok(RagResults {
         collection: query.collection.clone(),
         hits,

@@ -1,14 +1,16 @@
-//! The store's unit tests: schema, history, group commit, documents and search.
+//! The store's unit tests: schema, history and group commit; documents and
+//! search are in [`documents`].
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use rusqlite::Connection;
 use serde_json::json;
 
-use super::testing::{FakeEmbedder, TempDir};
+use super::testing::{BAG_OF_WORDS, TempDir, bag_of_words};
 use super::*;
 use crate::api::{ChatHistoryRequest, ListSessionsRequest, RagQueryRequest, SaveMessageRequest};
+
+mod documents;
 
 fn store(dir: &TempDir) -> Store {
     Store::open(dir.path(), StoreOptions::default()).unwrap()
@@ -50,6 +52,38 @@ fn query(collection: &str, text: &str, top_k: usize) -> RagQueryRequest {
         min_score: None,
         rerank: false,
     }
+}
+
+/// Chunks and stores a document with `model`'s vectors, as the handler
+/// does; [`bag_of_words`] stands in for the embedder.
+fn add_as(
+    store: &Store,
+    request: AddDocumentRequest,
+    model: &str,
+    dims: usize,
+) -> Result<DocumentAdded, StoreError> {
+    let document = store.chunk_document(request, model, dims)?;
+    let vectors = document
+        .texts()
+        .iter()
+        .map(|text| bag_of_words(text, dims))
+        .collect();
+    store.add_document(document, vectors)
+}
+
+fn add(
+    store: &Store,
+    request: AddDocumentRequest,
+    dims: usize,
+) -> Result<DocumentAdded, StoreError> {
+    add_as(store, request, BAG_OF_WORDS, dims)
+}
+
+/// Searches with the query's [`bag_of_words`] vector for `top_k` hits.
+fn search(store: &Store, request: &RagQueryRequest, dims: usize) -> Result<RagResults, StoreError> {
+    let query = store.check_query(request, BAG_OF_WORDS, dims)?;
+    let vector = bag_of_words(query.text(), dims);
+    store.search(&query, vector, query.top_k())
 }
 
 fn version_of(dir: &TempDir) -> i64 {
@@ -115,10 +149,8 @@ fn a_version_1_file_is_migrated_and_keeps_its_history() {
     // The new tables work, and new ids follow the old ones.
     let saved = store.save_message(message("old", "user", "again")).unwrap();
     assert_eq!(saved.id, 3);
-    let embedder = FakeEmbedder::new(16);
-    store
-        .add_document(document("c", "Some text.", None), &embedder, &|| false)
-        .unwrap();
+    let dims = 16;
+    add(&store, document("c", "Some text.", None), dims).unwrap();
     drop(store);
     assert_eq!(version_of(&dir), SCHEMA_VERSION);
 }
@@ -476,298 +508,4 @@ fn a_panicking_write_is_an_error_not_a_dead_writer() {
     store
         .save_message(message("s", "user", "still works"))
         .unwrap();
-}
-
-// ---- documents and search ----------------------------------------------
-
-const FOXES: &str = "Foxes are small omnivorous mammals. They have a bushy tail and pointed ears. \
-    The red fox is the largest of the true foxes. Foxes live on every continent except Antarctica.";
-const BREAD: &str = "Bread is made from flour, water and yeast. The dough is kneaded and left to rise. \
-    Sourdough bread uses a starter instead of commercial yeast. Bake it in a hot oven.";
-
-#[test]
-fn documents_are_chunked_embedded_and_found_with_their_source() {
-    let dir = TempDir::new("rag");
-    let options = StoreOptions {
-        chunking: ChunkConfig {
-            max_bytes: 90,
-            overlap_bytes: 40,
-        },
-        ..StoreOptions::default()
-    };
-    let store = Store::open(dir.path(), options).unwrap();
-    let embedder = FakeEmbedder::new(256);
-    let foxes = store
-        .add_document(
-            document("kb", FOXES, Some("https://a/foxes")),
-            &embedder,
-            &|| false,
-        )
-        .unwrap();
-    assert!(foxes.chunks > 1 && !foxes.replaced);
-    store
-        .add_document(
-            document("kb", BREAD, Some("https://a/bread")),
-            &embedder,
-            &|| false,
-        )
-        .unwrap();
-
-    let results = store
-        .rag_query(&query("kb", "sourdough starter yeast", 3), &embedder, None)
-        .unwrap();
-    let top = &results.hits[0];
-    assert!(top.text.contains("starter"), "{top:?}");
-    assert_eq!(top.url.as_deref(), Some("https://a/bread"));
-    assert_eq!(top.title.as_deref(), Some("A title"));
-    assert_eq!(top.metadata, Some(json!({"lang": "en"})));
-    assert_eq!(&BREAD[top.start..top.end], top.text);
-    assert!(top.score > 0.0 && top.score <= 1.0);
-    assert!(results.hits.windows(2).all(|w| w[0].score >= w[1].score));
-
-    // min_score drops weak hits.
-    let mut strict = query("kb", "red fox tail", 10);
-    strict.min_score = Some(0.3);
-    let hits = store.rag_query(&strict, &embedder, None).unwrap().hits;
-    assert!(!hits.is_empty() && hits.iter().all(|h| h.similarity >= 0.3));
-    assert!(
-        hits.iter()
-            .all(|h| h.url.as_deref() == Some("https://a/foxes"))
-    );
-
-    let listed = store.list_collections().unwrap().collections;
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].documents, 2);
-    assert_eq!(listed[0].model.as_deref(), Some("fake-bag-of-words"));
-}
-
-#[test]
-fn re_adding_a_url_replaces_and_deletes_keep_search_in_step() {
-    let dir = TempDir::new("replace");
-    let store = store(&dir);
-    let embedder = FakeEmbedder::new(64);
-    let first = store
-        .add_document(
-            document("kb", "Old text about llamas.", Some("u")),
-            &embedder,
-            &|| false,
-        )
-        .unwrap();
-    // Query once so the vectors are cached, then change the collection.
-    assert_eq!(
-        store
-            .rag_query(&query("kb", "llamas", 5), &embedder, None)
-            .unwrap()
-            .hits
-            .len(),
-        1
-    );
-    let second = store
-        .add_document(
-            document("kb", "New text about alpacas.", Some("u")),
-            &embedder,
-            &|| false,
-        )
-        .unwrap();
-    assert!(second.replaced && second.document_id != first.document_id);
-    let hits = store
-        .rag_query(&query("kb", "llamas alpacas", 5), &embedder, None)
-        .unwrap()
-        .hits;
-    assert_eq!(hits.len(), 1, "{hits:?}");
-    assert!(hits[0].text.contains("alpacas"));
-    assert_eq!(store.list_collections().unwrap().collections[0].chunks, 1);
-
-    let other = store
-        .add_document(
-            document("kb", "Guanacos are wild.", None),
-            &embedder,
-            &|| false,
-        )
-        .unwrap();
-    store.delete_document("kb", second.document_id).unwrap();
-    let hits = store
-        .rag_query(&query("kb", "alpacas guanacos", 5), &embedder, None)
-        .unwrap()
-        .hits;
-    assert_eq!(
-        hits.iter().map(|h| h.document_id).collect::<Vec<_>>(),
-        [other.document_id]
-    );
-    let missing = store.delete_document("kb", second.document_id).unwrap_err();
-    assert_eq!(ApiError::from(missing).status, 404);
-
-    // The keyword index follows deletes too.
-    let fts: i64 = Connection::open(store.path())
-        .unwrap()
-        .query_row(
-            "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'alpacas'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(fts, 0);
-
-    let cleared = store.clear_collection("kb").unwrap();
-    assert_eq!(cleared.documents_removed, 1);
-    let gone = store
-        .rag_query(&query("kb", "guanacos", 5), &embedder, None)
-        .unwrap_err();
-    assert_eq!(ApiError::from(gone).status, 404);
-    assert!(store.list_collections().unwrap().collections.is_empty());
-    assert_eq!(
-        ApiError::from(store.clear_collection("kb").unwrap_err()).status,
-        404
-    );
-}
-
-#[test]
-fn a_second_process_sees_changes_through_the_version() {
-    let dir = TempDir::new("two");
-    let (a, b) = (store(&dir), store(&dir));
-    let embedder = FakeEmbedder::new(64);
-    a.add_document(
-        document("kb", "Apples are red.", Some("1")),
-        &embedder,
-        &|| false,
-    )
-    .unwrap();
-    assert_eq!(
-        b.rag_query(&query("kb", "apples", 5), &embedder, None)
-            .unwrap()
-            .hits
-            .len(),
-        1
-    );
-    a.add_document(
-        document("kb", "Pears are green.", Some("2")),
-        &embedder,
-        &|| false,
-    )
-    .unwrap();
-    let hits = b
-        .rag_query(&query("kb", "pears", 5), &embedder, None)
-        .unwrap()
-        .hits;
-    assert!(
-        hits.iter().any(|h| h.text.contains("Pears")),
-        "b reloaded: {hits:?}"
-    );
-}
-
-#[test]
-fn another_model_is_a_conflict_and_cancel_stores_nothing() {
-    let dir = TempDir::new("model");
-    let store = store(&dir);
-    let embedder = FakeEmbedder::new(64);
-    store
-        .add_document(document("kb", "Text.", None), &embedder, &|| false)
-        .unwrap();
-    let mut other = FakeEmbedder::new(32);
-    other.model = "another-model".into();
-    let error = store
-        .add_document(document("kb", "More.", None), &other, &|| false)
-        .unwrap_err();
-    assert!(error.to_string().contains("fake-bag-of-words"), "{error}");
-    assert_eq!(ApiError::from(error).status, 409);
-    let error = store
-        .rag_query(&query("kb", "text", 5), &other, None)
-        .unwrap_err();
-    assert_eq!(ApiError::from(error).status, 409);
-    assert_eq!(
-        other.calls.load(Ordering::Relaxed),
-        0,
-        "refused before embedding"
-    );
-
-    let cancelled = store
-        .add_document(
-            document("kb", &"Sentence. ".repeat(1000), None),
-            &embedder,
-            &|| true,
-        )
-        .unwrap_err();
-    assert_eq!(cancelled, StoreError::Cancelled);
-    assert_eq!(
-        store.list_collections().unwrap().collections[0].documents,
-        1
-    );
-
-    for bad in [document("", "x", None), document("kb", "   ", None)] {
-        let error = store.add_document(bad, &embedder, &|| false).unwrap_err();
-        assert_eq!(ApiError::from(error).status, 422);
-    }
-    let mut q = query("kb", "x", 0);
-    assert_eq!(
-        ApiError::from(store.rag_query(&q, &embedder, None).unwrap_err()).status,
-        422
-    );
-    q.top_k = Some(5);
-    q.min_score = Some(7.0);
-    assert_eq!(
-        ApiError::from(store.rag_query(&q, &embedder, None).unwrap_err()).status,
-        422
-    );
-}
-
-#[test]
-fn unicode_and_very_large_documents() {
-    let dir = TempDir::new("large");
-    let store = store(&dir);
-    let embedder = FakeEmbedder::new(128);
-    // ~6 MB of mixed scripts; the needle is near the end.
-    let mut text = String::new();
-    let mut i = 0;
-    while text.len() < 6 << 20 {
-        text.push_str(&format!(
-            "Paragraphe {i} : le café est chaud. 段落{i}は日本語です。 Emoji 🙂 number {i}.\n"
-        ));
-        i += 1;
-    }
-    text.push_str("Der Schlüssel liegt unter der Fußmatte neben der Tür.");
-    let added = store
-        .add_document(
-            document("big", &text, Some("https://big")),
-            &embedder,
-            &|| false,
-        )
-        .unwrap();
-    assert!(added.chunks > 5000, "{}", added.chunks);
-    let results = store
-        .rag_query(&query("big", "Schlüssel Fußmatte", 3), &embedder, None)
-        .unwrap();
-    // First by keywords; the fake embedder's vectors are too crude to rank
-    // it first by similarity too, so it shares the top with the best vector hit.
-    let hit = results.hits.iter().find(|h| h.text.contains("Fußmatte"));
-    let hit = hit.unwrap_or_else(|| panic!("{:?}", results.hits));
-    assert_eq!(&text[hit.start..hit.end], hit.text);
-    // Diacritics do not matter to the keyword index.
-    let plain = store
-        .rag_query(&query("big", "schlussel fussmatte", 3), &embedder, None)
-        .unwrap();
-    assert!(
-        plain.hits.iter().any(|h| h.text.contains("Schlüssel")),
-        "{:?}",
-        plain.hits
-    );
-
-    let japanese = store
-        .rag_query(&query("big", "段落77は日本語です", 3), &embedder, None)
-        .unwrap();
-    assert!(
-        japanese.hits.iter().any(|h| h.text.contains("段落77は")),
-        "{:?}",
-        japanese.hits
-    );
-
-    let too_big = document("big", &"x".repeat(documents::MAX_DOCUMENT_BYTES + 1), None);
-    assert_eq!(
-        ApiError::from(
-            store
-                .add_document(too_big, &embedder, &|| false)
-                .unwrap_err()
-        )
-        .status,
-        422
-    );
 }
