@@ -61,6 +61,18 @@ impl ApiError {
         ApiError::new(422, "invalid-value", "Invalid value", detail)
     }
 
+    /// 422: a setting outside its range, naming the field, the value and
+    /// the range allowed (`allowed` may add why, in parentheses).
+    pub fn out_of_range(
+        field: &str,
+        value: impl fmt::Display,
+        allowed: impl fmt::Display,
+    ) -> ApiError {
+        ApiError::invalid(format!(
+            "{field} {value} is out of range: allowed {allowed}"
+        ))
+    }
+
     /// 500: a bug or an unexpected failure on our side.
     pub fn internal(detail: impl Into<String>) -> ApiError {
         ApiError::new(500, "internal", "Internal error", detail)

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::RwLock;
 
 use crate::api::{GenerationParams, ParamsPatch};
+use crate::engine::limits::{LoadBounds, LoadSettings};
 use crate::error::ApiError;
 use crate::fsutil::write_atomic;
 
@@ -20,12 +21,19 @@ impl Params {
     pub fn load(path: PathBuf) -> Params {
         let current = match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<GenerationParams>(&bytes) {
-                Ok(params) if validate(&params).is_ok() => params,
-                Ok(_) | Err(_) => {
-                    log::warn!(
-                        "{} holds invalid parameters; using defaults",
-                        path.display()
-                    );
+                Ok(params) => match validate(&params) {
+                    Ok(()) => params,
+                    Err(e) => {
+                        log::warn!(
+                            "{} is not usable ({}); using defaults",
+                            path.display(),
+                            e.detail
+                        );
+                        GenerationParams::default()
+                    }
+                },
+                Err(e) => {
+                    log::warn!("{} is not valid JSON ({e}); using defaults", path.display());
                     GenerationParams::default()
                 }
             },
@@ -88,56 +96,58 @@ fn apply(params: &mut GenerationParams, patch: &ParamsPatch) -> Result<(), ApiEr
         Some(-1) => params.seed = None,
         Some(seed) => {
             params.seed = Some(u32::try_from(seed).map_err(|_| {
-                ApiError::invalid(format!(
-                    "seed must be -1 (random) or 0..=4294967295, not {seed}"
-                ))
+                ApiError::out_of_range("seed", seed, "-1 (random) or 0..=4294967295")
             })?)
         }
     }
     Ok(())
 }
 
-/// Checks every field is in range (SetParams, and each request's sampling).
+/// Checks every field is in range (SetParams, and each request's sampling):
+/// a 422 naming the first field out of range, its value and the range. The
+/// load defaults (context size, threads) go through the same validator as
+/// LoadModel, against what this machine allows.
 pub(crate) fn validate(params: &GenerationParams) -> Result<(), ApiError> {
-    let check = |ok: bool, what: &str| {
+    let check = |ok: bool, field: &str, value: &dyn std::fmt::Display, allowed: &str| {
         if ok {
             Ok(())
         } else {
-            Err(ApiError::invalid(what.to_string()))
+            Err(ApiError::out_of_range(field, value, allowed))
         }
     };
+    let p = params;
     check(
-        (0.0..=5.0).contains(&params.temperature),
-        "temperature must be between 0 and 5",
+        (0.0..=5.0).contains(&p.temperature),
+        "temperature",
+        &p.temperature,
+        "0..=5",
+    )?;
+    check(p.top_p > 0.0 && p.top_p <= 1.0, "top_p", &p.top_p, "(0, 1]")?;
+    check((0.0..=1.0).contains(&p.min_p), "min_p", &p.min_p, "0..=1")?;
+    check(
+        p.top_k <= 100_000,
+        "top_k",
+        &p.top_k,
+        "0..=100000 (0 turns it off)",
     )?;
     check(
-        params.top_p > 0.0 && params.top_p <= 1.0,
-        "top_p must be in (0, 1]",
+        (1..=1_000_000).contains(&p.max_tokens),
+        "max_tokens",
+        &p.max_tokens,
+        "1..=1000000",
     )?;
     check(
-        (0.0..=1.0).contains(&params.min_p),
-        "min_p must be between 0 and 1",
+        (0.5..=4.0).contains(&p.repeat_penalty),
+        "repeat_penalty",
+        &p.repeat_penalty,
+        "0.5..=4",
     )?;
-    check(
-        params.top_k <= 100_000,
-        "top_k must be at most 100000 (0 turns it off)",
-    )?;
-    check(
-        (1..=1_000_000).contains(&params.max_tokens),
-        "max_tokens must be between 1 and 1000000",
-    )?;
-    check(
-        (0.5..=4.0).contains(&params.repeat_penalty),
-        "repeat_penalty must be between 0.5 and 4",
-    )?;
-    check(
-        (128..=1_048_576).contains(&params.context_size),
-        "context_size must be between 128 and 1048576",
-    )?;
-    check(
-        params.threads <= 1024,
-        "threads must be at most 1024 (0 means one per core)",
-    )
+    LoadSettings {
+        context_size: Some(p.context_size),
+        threads: Some(p.threads),
+        ..LoadSettings::default()
+    }
+    .check(&LoadBounds::machine())
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub fn real_models(test: &str) -> Option<PathBuf> {
 }
 
 /// A models dir holding the tiny model under each of `names`.
-pub fn tiny_models(names: &[&str]) -> TempDir {
+pub(crate) fn tiny_models(names: &[&str]) -> TempDir {
     let dir = TempDir::new("models");
     for name in names {
         std::fs::copy(tiny_gguf(), dir.path().join(format!("{name}.gguf"))).unwrap();
@@ -55,7 +55,7 @@ pub fn gemma_models(real: &Path) -> TempDir {
     dir
 }
 
-pub fn http_server(models: &TempDir, env: &[(&str, &str)]) -> HttpServer {
+pub(crate) fn http_server(models: &TempDir, env: &[(&str, &str)]) -> HttpServer {
     let models = models.path().to_path_buf();
     let env: Vec<(String, String)> = env
         .iter()
@@ -69,7 +69,7 @@ pub fn http_server(models: &TempDir, env: &[(&str, &str)]) -> HttpServer {
     })
 }
 
-pub fn native_host(models: &TempDir) -> NativeHost {
+pub(crate) fn native_host(models: &TempDir) -> NativeHost {
     let models = models.path().to_path_buf();
     NativeHost::start_with(TempDir::new("data"), move |command| {
         command.env("TABAGENT_MODELS_DIR", &models);

@@ -9,6 +9,8 @@ mod embeddings;
 mod http;
 #[cfg(feature = "llama")]
 mod inference;
+#[cfg(feature = "llama")]
+mod limits;
 mod native;
 mod pull;
 #[cfg(feature = "llama")]

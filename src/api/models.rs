@@ -9,16 +9,19 @@ pub struct ModelRef {
     pub model: String,
 }
 
-/// Load a model, with optional settings.
+/// Load a model, with optional settings (GGUF; each checked against what
+/// the machine and the model allow, see `engine::limits`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct LoadModelRequest {
     /// The model id.
     pub model: String,
-    /// Context size in tokens (GGUF).
+    /// Context size in tokens, at most the model's trained context.
     pub context_size: Option<u32>,
-    /// Threads for inference.
+    /// Threads for inference; 0 or absent: the default.
     pub threads: Option<u32>,
-    /// Layers to offload to a GPU.
+    /// Tokens per batch when reading a prompt, at most the context size.
+    pub batch_size: Option<u32>,
+    /// Layers to offload to a GPU, at most the model's layers + 1.
     pub gpu_layers: Option<u32>,
 }
 

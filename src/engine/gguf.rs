@@ -2,14 +2,29 @@
 //! loaded (ModelInfo, EstimateMemory) and whether the file is whole.
 //!
 //! Only the metadata and the tensor table are read (a few MB at most, streamed
-//! through a buffer); the weights are never touched. Every length is checked
-//! against the file size, so a corrupt or truncated file is a clear error here
-//! instead of a crash inside llama.cpp, which is handed only files that pass.
+//! through a buffer); the weights are never touched. Every length and count
+//! is checked against the bytes left in the file before anything is
+//! allocated for it, every sum and product of values from the file is
+//! checked, and an unknown type is an error: a corrupt, truncated or crafted
+//! file is a clear error here naming the problem, instead of a crash inside
+//! llama.cpp, which is handed only files that pass.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::Path;
+
+use types::{file_type_name, type_block};
+
+/// The longest string value kept (chat templates are tens of KB): beyond it
+/// a header is refused rather than a crafted length allocated.
+const MAX_STRING: u64 = 16 << 20;
+
+/// The most metadata pairs kept (real files have about fifty).
+const MAX_PAIRS: u64 = 1 << 16;
+
+/// llama.cpp's GGML_MAX_DIMS: it refuses tensors with more dimensions.
+const MAX_DIMS: u32 = 4;
 
 /// Why a file is not a usable GGUF model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +68,8 @@ impl std::error::Error for GgufError {}
 /// their largest integer for per-layer counts).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Meta {
-    /// Any integer type.
-    Int(i64),
+    /// Any integer type (i128 holds every u64 and i64 as it is).
+    Int(i128),
     /// f32 or f64.
     Float(f64),
     /// A boolean.
@@ -66,7 +81,7 @@ pub enum Meta {
         /// Number of elements.
         len: u64,
         /// Largest element of an integer array.
-        max_int: Option<i64>,
+        max_int: Option<i128>,
     },
 }
 
@@ -114,7 +129,12 @@ impl GgufFacts {
         let head_dim = self.embedding_length.unwrap_or(0) / heads;
         let k = self.key_length.unwrap_or(head_dim);
         let v = self.value_length.unwrap_or(head_dim);
-        layers * kv_heads * (k + v) * 2
+        // Header values can be anything: an absurd model saturates to a
+        // size no budget holds (a 507), never a wrapped small one.
+        layers
+            .saturating_mul(kv_heads)
+            .saturating_mul(k.saturating_add(v))
+            .saturating_mul(2)
     }
 
     /// Compute buffers and the output logits for a context: llama.cpp's
@@ -124,10 +144,11 @@ impl GgufFacts {
         let vocab = self.vocab_size.unwrap_or(32_000);
         let embd = self.embedding_length.unwrap_or(4096);
         let ubatch = u64::from(context.min(512));
-        (32 << 20)
-            + vocab * 4 * 2
-            + ubatch * embd * 4 * 8
-            + ubatch * u64::from(context.min(4096)) * 4
+        // Saturating for the same reason as the KV cache above.
+        (32u64 << 20)
+            .saturating_add(vocab.saturating_mul(4 * 2))
+            .saturating_add(ubatch.saturating_mul(embd).saturating_mul(4 * 8))
+            .saturating_add(ubatch * u64::from(context.min(4096)) * 4)
     }
 }
 
@@ -156,8 +177,14 @@ pub fn read_facts(path: &Path) -> Result<GgufFacts, GgufError> {
         .metadata()
         .map_err(|e| GgufError::Io(e.to_string()))?
         .len();
+    facts_of(BufReader::with_capacity(1 << 16, file), file_bytes)
+}
+
+/// Reads the header of a GGUF of `file_bytes` bytes from `source`.
+fn facts_of(source: impl Read + Seek, file_bytes: u64) -> Result<GgufFacts, GgufError> {
     let mut reader = Reader {
-        inner: BufReader::with_capacity(1 << 16, file),
+        inner: source,
+        position: 0,
         file_bytes,
     };
     let header = reader.header()?;
@@ -212,23 +239,35 @@ impl Header {
     }
 }
 
-struct Reader {
-    inner: BufReader<File>,
+struct Reader<R> {
+    inner: R,
+    /// Bytes read (or skipped) so far.
+    position: u64,
     file_bytes: u64,
 }
 
 const MAGIC: &[u8; 4] = b"GGUF";
 
-impl Reader {
+fn corrupt(what: impl Into<String>) -> GgufError {
+    GgufError::Corrupt(what.into())
+}
+
+impl<R: Read + Seek> Reader<R> {
+    /// Bytes of the file not read yet.
+    fn left(&self) -> u64 {
+        self.file_bytes.saturating_sub(self.position)
+    }
+
     fn bytes<const N: usize>(&mut self) -> Result<[u8; N], GgufError> {
         let mut buf = [0u8; N];
         self.inner.read_exact(&mut buf).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                GgufError::Corrupt("the file ends inside the header".into())
+                corrupt("the file ends inside the header")
             } else {
                 GgufError::Io(e.to_string())
             }
         })?;
+        self.position += N as u64;
         Ok(buf)
     }
 
@@ -240,82 +279,115 @@ impl Reader {
         Ok(u64::from_le_bytes(self.bytes()?))
     }
 
-    /// A count that must fit in what is left of the file at `min_size` bytes each.
+    /// A count of items of at least `min_size` bytes each, which must fit in
+    /// what is left of the file.
     fn count(&mut self, what: &str, min_size: u64) -> Result<u64, GgufError> {
         let n = self.u64()?;
-        if n.saturating_mul(min_size.max(1)) > self.file_bytes {
-            return Err(GgufError::Corrupt(format!(
-                "{what} {n} is larger than the file"
+        let left = self.left();
+        if n.checked_mul(min_size.max(1))
+            .is_none_or(|bytes| bytes > left)
+        {
+            return Err(corrupt(format!(
+                "{what} {n} (at least {min_size} bytes each) is more than the {left} bytes left in the file"
             )));
         }
         Ok(n)
     }
 
-    fn string(&mut self) -> Result<String, GgufError> {
-        let len = self.count("a string length", 1)?;
+    /// A string's length, checked against the bytes left (and `limit`).
+    fn string_length(&mut self, what: &str, limit: u64) -> Result<u64, GgufError> {
+        let len = self.count(&format!("the length of {what}"), 1)?;
+        if len > limit {
+            return Err(corrupt(format!(
+                "{what} is {len} bytes long; at most {limit} are read"
+            )));
+        }
+        Ok(len)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, GgufError> {
+        let len = self.string_length(what, MAX_STRING)?;
+        // `len` is at most MAX_STRING and within the file: safe to allocate.
         let mut buf = vec![0u8; len as usize];
         self.inner
             .read_exact(&mut buf)
-            .map_err(|_| GgufError::Corrupt("the file ends inside a string".into()))?;
+            .map_err(|_| corrupt(format!("the file ends inside {what}")))?;
+        self.position += len;
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 
-    fn skip(&mut self, n: u64) -> Result<(), GgufError> {
-        let n = i64::try_from(n).map_err(|_| GgufError::Corrupt("a huge array".into()))?;
+    /// Skips `n` bytes that must be in the file.
+    fn skip(&mut self, n: u64, what: &str) -> Result<(), GgufError> {
+        let left = self.left();
+        if n > left {
+            return Err(corrupt(format!(
+                "{what} needs {n} bytes; {left} are left in the file"
+            )));
+        }
+        // `n` is at most the file's size, and no file holds 2^63 bytes.
+        let offset = i64::try_from(n).map_err(|_| corrupt(format!("{what} is too long")))?;
         self.inner
-            .seek_relative(n)
-            .map_err(|e| GgufError::Io(e.to_string()))
+            .seek_relative(offset)
+            .map_err(|e| GgufError::Io(e.to_string()))?;
+        self.position += n;
+        Ok(())
     }
 
     fn scalar(&mut self, kind: u32) -> Result<Meta, GgufError> {
         Ok(match kind {
-            0 => Meta::Int(i64::from(self.bytes::<1>()?[0])),
-            1 => Meta::Int(i64::from(self.bytes::<1>()?[0] as i8)),
-            2 => Meta::Int(i64::from(u16::from_le_bytes(self.bytes()?))),
-            3 => Meta::Int(i64::from(i16::from_le_bytes(self.bytes()?))),
-            4 => Meta::Int(i64::from(self.u32()?)),
-            5 => Meta::Int(i64::from(i32::from_le_bytes(self.bytes()?))),
+            0 => Meta::Int(i128::from(self.bytes::<1>()?[0])),
+            1 => Meta::Int(i128::from(i8::from_le_bytes(self.bytes()?))),
+            2 => Meta::Int(i128::from(u16::from_le_bytes(self.bytes()?))),
+            3 => Meta::Int(i128::from(i16::from_le_bytes(self.bytes()?))),
+            4 => Meta::Int(i128::from(self.u32()?)),
+            5 => Meta::Int(i128::from(i32::from_le_bytes(self.bytes()?))),
             6 => Meta::Float(f64::from(f32::from_le_bytes(self.bytes()?))),
             7 => Meta::Bool(self.bytes::<1>()?[0] != 0),
-            8 => Meta::Str(self.string()?),
-            10 => Meta::Int(self.u64()? as i64),
-            11 => Meta::Int(i64::from_le_bytes(self.bytes()?)),
+            8 => Meta::Str(self.string("a string value")?),
+            10 => Meta::Int(i128::from(self.u64()?)),
+            11 => Meta::Int(i128::from(i64::from_le_bytes(self.bytes()?))),
             12 => Meta::Float(f64::from_le_bytes(self.bytes()?)),
-            other => return Err(GgufError::Corrupt(format!("unknown value type {other}"))),
+            other => return Err(corrupt(format!("unknown value type {other}"))),
         })
     }
 
-    fn value(&mut self, kind: u32) -> Result<Meta, GgufError> {
+    fn value(&mut self, key: &str, kind: u32) -> Result<Meta, GgufError> {
         if kind != 9 {
             return self.scalar(kind);
         }
         let element = self.u32()?;
-        let fixed = match element {
-            0 | 1 | 7 => Some(1),
-            2 | 3 => Some(2),
-            4..=6 => Some(4),
-            10..=12 => Some(8),
-            _ => None,
+        // Bytes per element; a string is at least its 8-byte length.
+        let size = match element {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            8 | 10..=12 => 8,
+            9 => return Err(corrupt(format!("{key} is an array of arrays"))),
+            other => {
+                return Err(corrupt(format!(
+                    "{key} is an array of unknown type {other}"
+                )));
+            }
         };
-        let len = self.count("an array length", fixed.unwrap_or(8))?;
+        let len = self.count(&format!("the length of {key}"), size)?;
         let mut max_int = None;
-        match (element, fixed) {
+        match element {
             // Integer arrays are short (per-layer counts): read them.
-            (0..=5 | 10 | 11, Some(_)) if len <= 4096 => {
+            0..=5 | 10 | 11 if len <= 4096 => {
                 for _ in 0..len {
                     if let Meta::Int(v) = self.scalar(element)? {
-                        max_int = Some(max_int.map_or(v, |m: i64| m.max(v)));
+                        max_int = Some(max_int.map_or(v, |m: i128| m.max(v)));
                     }
                 }
             }
-            (_, Some(size)) => self.skip(len * size)?,
-            (8, None) => {
+            8 => {
                 for _ in 0..len {
-                    let n = self.count("a string length", 1)?;
-                    self.skip(n)?;
+                    let n = self.string_length(&format!("a string of {key}"), u64::MAX)?;
+                    self.skip(n, &format!("a string of {key}"))?;
                 }
             }
-            _ => return Err(GgufError::Corrupt(format!("unknown array type {element}"))),
+            // count() checked len * size fits in the file.
+            _ => self.skip(len * size, &format!("the array {key}"))?,
         }
         Ok(Meta::Array { len, max_int })
     }
@@ -328,45 +400,77 @@ impl Reader {
         if !(2..=3).contains(&version) {
             return Err(GgufError::Version(version));
         }
+        // A tensor takes at least a name length, dimension count, type and
+        // offset (24 bytes); a pair a key length, a type and a byte (13).
         let tensors = self.count("the tensor count", 24)?;
-        let pairs = self.count("the metadata count", 12)?;
+        let pairs = self.count("the metadata count", 13)?;
+        if pairs > MAX_PAIRS {
+            return Err(corrupt(format!(
+                "{pairs} metadata pairs; at most {MAX_PAIRS} are read"
+            )));
+        }
         let mut meta = HashMap::new();
         for _ in 0..pairs {
-            let key = self.string()?;
+            let key = self.string("a metadata key")?;
             let kind = self.u32()?;
-            let value = self.value(kind)?;
+            let value = self.value(&key, kind)?;
             meta.insert(key, value);
         }
+        let alignment = match meta.get("general.alignment") {
+            None => 32,
+            Some(Meta::Int(a)) => u64::try_from(*a)
+                .ok()
+                .filter(|a| a.is_power_of_two())
+                .ok_or_else(|| corrupt(format!("general.alignment {a} is not a power of two")))?,
+            Some(other) => {
+                return Err(corrupt(format!(
+                    "general.alignment is {other:?}, not an integer"
+                )));
+            }
+        };
         let mut parameter_count = 0u64;
         let mut data_end = 0u64;
         for _ in 0..tensors {
-            let _name = self.string()?;
+            let name = self.string("a tensor name")?;
             let dims = self.u32()?;
-            if dims > 8 {
-                return Err(GgufError::Corrupt(format!(
-                    "a tensor with {dims} dimensions"
+            if dims > MAX_DIMS {
+                return Err(corrupt(format!(
+                    "tensor {name:?} has {dims} dimensions; llama.cpp allows {MAX_DIMS}"
                 )));
             }
             let mut elements = 1u64;
             for _ in 0..dims {
-                elements = elements.saturating_mul(self.u64()?);
+                elements = elements.checked_mul(self.u64()?).ok_or_else(|| {
+                    corrupt(format!("tensor {name:?} has more than 2^64 elements"))
+                })?;
             }
             let kind = self.u32()?;
             let offset = self.u64()?;
-            parameter_count = parameter_count.saturating_add(elements);
-            let size = tensor_bytes(kind, elements).unwrap_or(0);
-            data_end = data_end.max(offset.saturating_add(size));
+            let (block, block_bytes) = type_block(kind)
+                .ok_or_else(|| corrupt(format!("tensor {name:?} has unknown type {kind}")))?;
+            let size = elements
+                .div_ceil(block)
+                .checked_mul(block_bytes)
+                .ok_or_else(|| corrupt(format!("tensor {name:?} is more than 2^64 bytes")))?;
+            if offset % alignment != 0 {
+                return Err(corrupt(format!(
+                    "tensor {name:?} starts at {offset}, not a multiple of the alignment {alignment}"
+                )));
+            }
+            let end = offset
+                .checked_add(size)
+                .ok_or_else(|| corrupt(format!("tensor {name:?} ends beyond 2^64 bytes")))?;
+            parameter_count = parameter_count
+                .checked_add(elements)
+                .ok_or_else(|| corrupt("the tensors hold more than 2^64 elements"))?;
+            data_end = data_end.max(end);
         }
-        let alignment = match meta.get("general.alignment") {
-            Some(Meta::Int(a)) if *a > 0 => *a as u64,
-            _ => 32,
-        };
-        let position = self
-            .inner
-            .stream_position()
-            .map_err(|e| GgufError::Io(e.to_string()))?;
-        let data_start = position.div_ceil(alignment) * alignment;
-        let needed = data_start.saturating_add(data_end);
+        let overflow = || corrupt("the tensor data ends beyond 2^64 bytes");
+        let data_start = self
+            .position
+            .checked_next_multiple_of(alignment)
+            .ok_or_else(overflow)?;
+        let needed = data_start.checked_add(data_end).ok_or_else(overflow)?;
         if needed > self.file_bytes {
             return Err(GgufError::Truncated {
                 needed,
@@ -381,145 +485,10 @@ impl Reader {
     }
 }
 
-/// Bytes of `elements` values of ggml type `kind`, when the type is known.
-fn tensor_bytes(kind: u32, elements: u64) -> Option<u64> {
-    let (block, size) = match kind {
-        0 => (1, 4),
-        1 | 30 => (1, 2),
-        2 | 20 => (32, 18),
-        3 => (32, 20),
-        6 => (32, 22),
-        7 => (32, 24),
-        8 => (32, 34),
-        9 => (32, 36),
-        10 => (256, 84),
-        11 | 21 => (256, 110),
-        12 => (256, 144),
-        13 => (256, 176),
-        14 => (256, 210),
-        15 => (256, 292),
-        16 => (256, 66),
-        17 => (256, 74),
-        18 => (256, 98),
-        19 => (256, 50),
-        22 => (256, 82),
-        23 => (256, 136),
-        24 => (1, 1),
-        25 => (1, 2),
-        26 => (1, 4),
-        27 | 28 => (1, 8),
-        29 => (256, 56),
-        34 => (256, 54),
-        35 => (256, 66),
-        39 => (32, 17),
-        _ => return None,
-    };
-    Some(elements.div_ceil(block) * size)
-}
-
-/// llama.cpp's name of a `general.file_type`.
-fn file_type_name(file_type: i64) -> String {
-    let name = match file_type {
-        0 => "F32",
-        1 => "F16",
-        2 => "Q4_0",
-        3 => "Q4_1",
-        7 => "Q8_0",
-        8 => "Q5_0",
-        9 => "Q5_1",
-        10 => "Q2_K",
-        11 => "Q3_K_S",
-        12 => "Q3_K_M",
-        13 => "Q3_K_L",
-        14 => "Q4_K_S",
-        15 => "Q4_K_M",
-        16 => "Q5_K_S",
-        17 => "Q5_K_M",
-        18 => "Q6_K",
-        19 => "IQ2_XXS",
-        20 => "IQ2_XS",
-        21 => "Q2_K_S",
-        22 => "IQ3_XS",
-        23 => "IQ3_XXS",
-        24 => "IQ1_S",
-        25 => "IQ4_NL",
-        26 => "IQ3_S",
-        27 => "IQ3_M",
-        28 => "IQ2_S",
-        29 => "IQ2_M",
-        30 => "IQ4_XS",
-        31 => "IQ1_M",
-        32 => "BF16",
-        36 => "TQ1_0",
-        37 => "TQ2_0",
-        38 => "MXFP4_MOE",
-        other => return format!("file type {other}"),
-    };
-    name.to_string()
-}
-
-/// A minimal GGUF for tests: one metadata string, one F32 tensor of 8
-/// elements, less `truncate` bytes at the end.
-#[cfg(test)]
-pub(crate) fn tiny(truncate: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(b"GGUF");
-    out.extend_from_slice(&3u32.to_le_bytes());
-    out.extend_from_slice(&1u64.to_le_bytes()); // tensors
-    out.extend_from_slice(&2u64.to_le_bytes()); // metadata
-    let string = |out: &mut Vec<u8>, s: &str| {
-        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        out.extend_from_slice(s.as_bytes());
-    };
-    string(&mut out, "general.architecture");
-    out.extend_from_slice(&8u32.to_le_bytes());
-    string(&mut out, "llama");
-    string(&mut out, "llama.block_count");
-    out.extend_from_slice(&4u32.to_le_bytes());
-    out.extend_from_slice(&2u32.to_le_bytes());
-    string(&mut out, "w");
-    out.extend_from_slice(&1u32.to_le_bytes());
-    out.extend_from_slice(&8u64.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes()); // F32
-    out.extend_from_slice(&0u64.to_le_bytes());
-    while out.len() % 32 != 0 {
-        out.push(0);
-    }
-    out.extend_from_slice(&[0u8; 32]);
-    out.truncate(out.len() - truncate);
-    out
-}
+mod types;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) use tests::tiny;
 
-    fn read(bytes: &[u8], name: &str) -> Result<GgufFacts, GgufError> {
-        let path =
-            std::env::temp_dir().join(format!("tabagent-gguf-{name}-{}", std::process::id()));
-        std::fs::write(&path, bytes).unwrap();
-        let facts = read_facts(&path);
-        std::fs::remove_file(path).unwrap();
-        facts
-    }
-
-    #[test]
-    fn reads_a_whole_file_and_rejects_broken_ones() {
-        let facts = read(&tiny(0), "whole").unwrap();
-        assert_eq!(facts.architecture.as_deref(), Some("llama"));
-        assert_eq!(facts.block_count, Some(2));
-        assert_eq!((facts.parameter_count, facts.tensor_bytes), (8, 32));
-        assert!(matches!(
-            read(&tiny(1), "cut"),
-            Err(GgufError::Truncated { .. })
-        ));
-        assert!(matches!(
-            read(&tiny(0)[..40], "head"),
-            Err(GgufError::Corrupt(_))
-        ));
-        assert_eq!(read(b"not a model at all", "junk"), Err(GgufError::NotGguf));
-        let mut huge = tiny(0);
-        huge[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(read(&huge, "huge"), Err(GgufError::Corrupt(_))));
-    }
-}
+#[cfg(test)]
+mod tests;

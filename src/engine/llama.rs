@@ -40,6 +40,8 @@ pub struct LlamaOptions {
     pub context_size: u32,
     /// Threads for prompt and generation.
     pub threads: u32,
+    /// Tokens per batch when reading a prompt.
+    pub batch_size: u32,
     /// Layers offloaded to a GPU (none in a CPU build).
     pub gpu_layers: u32,
 }
@@ -126,7 +128,8 @@ impl LlamaTextModel {
             let context = model
                 .new_context(
                     backend,
-                    context_params(options.context_size, options.threads),
+                    context_params(options.context_size, options.threads)
+                        .with_n_batch(options.batch_size.max(1)),
                 )
                 .map_err(|e| {
                     ApiError::insufficient_memory(format!(
@@ -344,7 +347,7 @@ fn run(
             break FinishReason::Length;
         }
         batch.clear();
-        // A batch of n_batch >= 64 has room for one token.
+        // A batch of n_batch >= 1 has room for one token.
         batch
             .add(token, position as i32, &[0], true)
             .expect("batch has room");

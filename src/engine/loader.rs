@@ -41,6 +41,9 @@ fn load_gguf(
         super::llama::LlamaOptions {
             context_size: options.context_size,
             threads: options.threads,
+            batch_size: options
+                .batch_size
+                .unwrap_or_else(|| super::limits::default_batch(options.context_size)),
             gpu_layers: options.gpu_layers,
         },
         progress,

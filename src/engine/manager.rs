@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::Embedder;
 use super::gguf::{GgufFacts, read_facts};
+use super::limits::{LoadBounds, LoadSettings, default_batch};
 use super::text::TextModel;
 use crate::api::{LoadedModel, MemoryEstimate, ModelFormat, ModelKind, Selection, ServerEvent};
 use crate::error::ApiError;
@@ -30,13 +31,17 @@ use crate::jobs::lock;
 use crate::models::{ModelFile, model_at, scan_models};
 use crate::system::SystemProbe;
 
-/// How a model is loaded (GGUF settings; ONNX ignores them).
+/// How a model is loaded (GGUF settings; ONNX ignores them). Before
+/// [`ModelManager::fit`] these are the defaults; after it, the values
+/// llama.cpp gets, each within [`LoadBounds`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Context size in tokens, before clamping to the model's training length.
     pub context_size: u32,
     /// Threads for inference.
     pub threads: u32,
+    /// Tokens per batch; `None`: [`default_batch`] of the context.
+    pub batch_size: Option<u32>,
     /// Layers to offload to a GPU.
     pub gpu_layers: u32,
 }
@@ -410,9 +415,12 @@ impl ModelManager {
         reload: bool,
         now: Instant,
     ) -> Result<Arc<Resident>, ApiError> {
-        // Clamping reads the GGUF header (milliseconds: a model's vocabulary
-        // is in it), so a request for a loaded model does not clamp.
-        let reload_options = reload.then(|| self.clamp(file, options));
+        // Fitting reads the GGUF header (milliseconds: a model's vocabulary
+        // is in it), so a request for a loaded model does not fit.
+        let reload_options = match reload {
+            true => Some(self.fit(file, options, &LoadSettings::default())?),
+            false => None,
+        };
         let mut slots = lock(&self.slots);
         loop {
             match slots.get(&file.id) {
@@ -431,7 +439,10 @@ impl ModelManager {
                 None => break,
             }
         }
-        let options = reload_options.unwrap_or_else(|| self.clamp(file, options));
+        let options = match reload_options {
+            Some(options) => options,
+            None => self.fit(file, options, &LoadSettings::default())?,
+        };
         let estimate = self.estimate(file, options.context_size)?;
         let evicted = self.make_room(&mut slots, file, estimate.total_bytes)?;
         slots.insert(file.id.clone(), Slot::Loading);
@@ -558,7 +569,9 @@ impl ModelManager {
             ModelFormat::Gguf => {
                 let facts = gguf_facts(file)?;
                 let context = clamp_context(context, &facts);
-                let kv = facts.kv_bytes_per_token() * u64::from(context);
+                let kv = facts
+                    .kv_bytes_per_token()
+                    .saturating_mul(u64::from(context));
                 (
                     facts.tensor_bytes.max(1),
                     kv,
@@ -574,7 +587,8 @@ impl ModelManager {
             weights_bytes: weights,
             kv_cache_bytes: kv,
             overhead_bytes: overhead,
-            total_bytes: weights + kv + overhead,
+            // Header values can be anything: saturate, and a 507 follows.
+            total_bytes: weights.saturating_add(kv).saturating_add(overhead),
         })
     }
 
@@ -597,13 +611,46 @@ impl ModelManager {
             .sum()
     }
 
-    fn clamp(&self, file: &ModelFile, mut options: LoadOptions) -> LoadOptions {
-        if file.format == ModelFormat::Gguf
-            && let Ok(facts) = gguf_facts(file)
-        {
-            options.context_size = clamp_context(options.context_size, &facts);
+    /// The options a load of `file` uses: the settings the client gave
+    /// (`asked`), checked against the machine and the model's header (a 422
+    /// naming the field and its range), and `defaults` for the rest, fitted to
+    /// the model (a default context longer than the model's is cut to it).
+    /// Nothing reaches llama.cpp that has not passed here.
+    pub fn fit(
+        &self,
+        file: &ModelFile,
+        defaults: LoadOptions,
+        asked: &LoadSettings,
+    ) -> Result<LoadOptions, ApiError> {
+        if file.format != ModelFormat::Gguf {
+            // ONNX Runtime takes none of these; its threads are its own.
+            asked.check(&LoadBounds::machine())?;
+            return Ok(defaults);
         }
-        options
+        let facts = gguf_facts(file)?;
+        let context_size = asked
+            .context_size
+            .unwrap_or_else(|| clamp_context(defaults.context_size, &facts));
+        let fitted = LoadOptions {
+            context_size,
+            threads: asked.threads.filter(|t| *t > 0).unwrap_or(defaults.threads),
+            batch_size: Some(
+                asked
+                    .batch_size
+                    .or(defaults.batch_size)
+                    .unwrap_or_else(|| default_batch(context_size)),
+            ),
+            gpu_layers: asked.gpu_layers.unwrap_or(defaults.gpu_layers),
+        };
+        // What was asked and the defaults alike: every value llama.cpp gets.
+        LoadSettings {
+            context_size: Some(fitted.context_size),
+            threads: Some(fitted.threads),
+            batch_size: fitted.batch_size,
+            gpu_layers: Some(fitted.gpu_layers),
+        }
+        .check(&LoadBounds::model(&facts))?;
+        Ok(fitted)
     }
 
     /// Frees room for `needed` bytes by evicting idle models, least recently
@@ -675,11 +722,14 @@ pub fn gguf_facts(file: &ModelFile) -> Result<GgufFacts, ApiError> {
         .map_err(|e| ApiError::invalid(format!("{} cannot be used: {e}", file.path.display())))
 }
 
+/// A default context cut to what the model allows (and at least the
+/// smallest context a load may ask for, or the model's own when smaller).
 fn clamp_context(context: u32, facts: &GgufFacts) -> u32 {
-    let trained = facts
-        .context_length
-        .map_or(u32::MAX, |c| u32::try_from(c).unwrap_or(u32::MAX));
-    context.clamp(64, trained.max(64))
+    let LoadBounds {
+        max_context: (max, _),
+        ..
+    } = LoadBounds::model(facts);
+    context.clamp(super::limits::MIN_CONTEXT.min(max), max)
 }
 
 /// `selection.json` in the data dir.

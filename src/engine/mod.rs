@@ -9,6 +9,7 @@ pub mod onnx_runtime;
 pub mod rerank;
 
 pub mod gguf;
+pub mod limits;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod loader;

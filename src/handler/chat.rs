@@ -14,6 +14,7 @@ use crate::api::{
     GenerateRequest, GenerationParams, ModelKind, Response, Sampling, TokenizeRequest, Tokens,
     Usage,
 };
+use crate::engine::limits::usable_cpus;
 use crate::engine::manager::{LoadOptions, ModelManager, Resident};
 use crate::engine::text::{SamplingConfig, TextModel};
 use crate::error::ApiError;
@@ -150,17 +151,19 @@ pub fn load_options(defaults: &GenerationParams) -> LoadOptions {
     // sysinfo reads /proc and /sys for the core count: once per process.
     static CORES: OnceLock<u32> = OnceLock::new();
     let threads = match defaults.threads {
+        // Physical cores, but never more than the CPUs this process may run
+        // on (a taskset or a cgroup quota), the bound LoadModel checks.
         0 => *CORES.get_or_init(|| {
+            let cpus = usable_cpus();
             sysinfo::System::physical_core_count()
-                .or_else(|_| std::thread::available_parallelism().map(|n| n.get()))
-                .ok()
-                .unwrap_or(1) as u32
+                .map_or(cpus, |n| u32::try_from(n).unwrap_or(cpus).clamp(1, cpus))
         }),
         n => n,
     };
     LoadOptions {
         context_size: defaults.context_size,
         threads,
+        batch_size: None,
         gpu_layers: 0,
     }
 }

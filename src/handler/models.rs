@@ -15,6 +15,7 @@ use crate::api::{
 };
 use crate::engine::Embedder;
 use crate::engine::gguf::fallback_template;
+use crate::engine::limits::{LoadBounds, LoadSettings};
 use crate::engine::manager::{ModelManager, UnloadReason, gguf_facts};
 use crate::error::ApiError;
 use crate::jobs::{Job, Lane};
@@ -35,18 +36,24 @@ impl Handler {
             .embedder()
     }
 
+    /// Settings out of what the machine allows are a 422 before any job;
+    /// those out of what the model allows, once its header is read in the
+    /// job, still before llama.cpp sees them.
     pub(super) fn load_model(&self, request: LoadModelRequest, now: Instant) -> Outcome {
+        let asked = LoadSettings {
+            context_size: request.context_size,
+            threads: request.threads,
+            batch_size: request.batch_size,
+            gpu_layers: request.gpu_layers,
+        };
+        if let Err(error) = asked.check(&LoadBounds::machine()) {
+            return Outcome::Reply(Response::error(error));
+        }
         let models = Arc::clone(&self.models);
-        let mut options = load_options(&self.params.get());
-        if let Some(context) = request.context_size {
-            options.context_size = context;
-        }
-        if let Some(threads) = request.threads.filter(|t| *t > 0) {
-            options.threads = threads;
-        }
-        options.gpu_layers = request.gpu_layers.unwrap_or(0);
+        let defaults = load_options(&self.params.get());
         Outcome::Job(Job::new(Lane::Model, move |_| {
             let file = models.find(&request.model)?;
+            let options = models.fit(&file, defaults, &asked)?;
             let resident = models.acquire(&file, options, true, now)?;
             Ok(Response::ModelLoaded(resident.describe(now)))
         }))

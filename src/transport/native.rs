@@ -164,4 +164,104 @@ mod tests {
         assert_eq!(body["error"]["status"], 413);
         assert_eq!(body["id"], "b");
     }
+
+    use proptest::prelude::*;
+
+    /// Pushes `stream` in pieces of the given sizes (cycled), taking every
+    /// whole frame out after each push.
+    fn decode(stream: &[u8], pieces: &[usize]) -> (Vec<Vec<u8>>, FrameDecoder) {
+        let mut decoder = FrameDecoder::default();
+        let mut frames = Vec::new();
+        let mut rest = stream;
+        for size in pieces.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (piece, tail) = rest.split_at((*size).clamp(1, rest.len()));
+            rest = tail;
+            decoder.push(piece);
+            while let Some(frame) = decoder.next_frame().unwrap() {
+                frames.push(frame);
+            }
+        }
+        (frames, decoder)
+    }
+
+    /// Characters whose JSON forms are one to six bytes long.
+    fn wide_char() -> impl Strategy<Value = char> {
+        prop::sample::select(vec!['a', '"', '\\', '\n', '\u{1}', 'é', '€', '😀'])
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_a_stream_gives_the_same_frames_back(
+            bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..12),
+            pieces in prop::collection::vec(1usize..700, 1..16),
+        ) {
+            let stream: Vec<u8> = bodies.iter().flat_map(|b| frame(b)).collect();
+            let (frames, decoder) = decode(&stream, &pieces);
+            prop_assert_eq!(frames, bodies);
+            prop_assert!(!decoder.has_partial());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..2048),
+            pieces in prop::collection::vec(1usize..300, 1..8),
+        ) {
+            let mut decoder = FrameDecoder::default();
+            let mut rest = &bytes[..];
+            let mut taken = 0;
+            'feed: for size in pieces.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (piece, tail) = rest.split_at((*size).min(rest.len()));
+                rest = tail;
+                decoder.push(piece);
+                loop {
+                    match decoder.next_frame() {
+                        Ok(Some(frame)) => taken += 4 + frame.len(),
+                        Ok(None) => break,
+                        Err(FrameError::TooLarge(len)) => {
+                            prop_assert!(len > MAX_INCOMING);
+                            break 'feed;
+                        }
+                    }
+                }
+            }
+            // Frames never take more bytes than were pushed.
+            prop_assert!(taken <= bytes.len());
+        }
+    }
+
+    proptest! {
+        // Each case serializes up to a few MiB.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn replies_never_exceed_one_mebibyte_and_keep_their_id(
+            c in wide_char(),
+            len in 0usize..(2 << 20),
+            id in "[ -~]{0,1024}",
+        ) {
+            let delta = c.to_string().repeat(len / c.len_utf8());
+            let reply = Reply {
+                id: RequestId::text(id.clone()),
+                response: Response::ChatChunk(ChatChunk { delta }),
+            };
+            let out = encode_reply(&reply);
+            prop_assert!(out.len() <= MAX_OUTGOING);
+            let stated = u32::from_ne_bytes(out[..4].try_into().unwrap()) as usize;
+            prop_assert_eq!(stated, out.len() - 4);
+            let body: serde_json::Value = serde_json::from_slice(&out[4..]).unwrap();
+            prop_assert_eq!(body["id"].as_str(), Some(id.as_str()));
+            let whole = reply.to_json();
+            if whole.len() + 4 <= MAX_OUTGOING {
+                prop_assert_eq!(&out[4..], &whole[..]);
+            } else {
+                prop_assert_eq!(&body["error"]["status"], 413);
+            }
+        }
+    }
 }

@@ -255,4 +255,104 @@ mod tests {
             matches!(joiner.push(frame(1, true, "x").as_bytes(), 10), Incoming::Failed(_, e) if e.status == 400)
         );
     }
+
+    use proptest::prelude::*;
+
+    /// `text` as the Partial frames a client sends (`request_type`).
+    fn request_frames(id: &str, text: &str, limit: usize) -> Vec<Vec<u8>> {
+        split(&RequestId::text(id), text, limit)
+            .into_iter()
+            .map(|f| {
+                // The frame's own member comes before `data`, and a quote
+                // inside `data` is escaped: the first match is the member.
+                String::from_utf8(f)
+                    .unwrap()
+                    .replacen(
+                        r#""response_type":"Partial""#,
+                        r#""request_type":"Partial""#,
+                        1,
+                    )
+                    .into_bytes()
+            })
+            .collect()
+    }
+
+    /// One arbitrary incoming message: a Partial frame with arbitrary
+    /// fields, or arbitrary bytes.
+    fn any_message() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            (0u8..4, 0u64..4, any::<bool>(), ".{0,48}").prop_map(|(id, seq, last, data)| {
+                serde_json::json!({
+                    "id": id, "request_type": "Partial", "seq": seq, "last": last, "data": data
+                })
+                .to_string()
+                .into_bytes()
+            }),
+            (0u8..12, ".{0,8}").prop_map(|(id, data)| {
+                serde_json::json!({"id": id, "request_type": "Partial", "seq": 0, "data": data})
+                    .to_string()
+                    .into_bytes()
+            }),
+            prop::collection::vec(any::<u8>(), 0..64),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn encode_then_join_in_any_interleaving_gives_each_message_back(
+            texts in prop::collection::vec(".{0,3000}", 1..=MAX_PENDING),
+            limit in MIN_FRAME..4096,
+            order in prop::collection::vec(any::<prop::sample::Index>(), 0..400),
+        ) {
+            let mut queues: Vec<std::collections::VecDeque<Vec<u8>>> = texts
+                .iter()
+                .enumerate()
+                .map(|(i, text)| request_frames(&format!("m{i}"), text, limit).into())
+                .collect();
+            for queue in &queues {
+                prop_assert!(queue.iter().all(|f| f.len() <= limit));
+            }
+            // Frames of one message keep their order; messages interleave
+            // as `order` picks, then whatever is left goes in turn.
+            let mut picks = order.into_iter();
+            let mut joiner = Joiner::default();
+            let mut joined = vec![None; texts.len()];
+            loop {
+                let live: Vec<usize> =
+                    (0..queues.len()).filter(|i| !queues[*i].is_empty()).collect();
+                if live.is_empty() {
+                    break;
+                }
+                let pick = picks.next().map_or(live[0], |p| live[p.index(live.len())]);
+                let frame = queues[pick].pop_front().unwrap();
+                match joiner.push(&frame, 1 << 20) {
+                    Incoming::Whole(bytes) => {
+                        prop_assert!(joined[pick].is_none());
+                        joined[pick] = Some(String::from_utf8(bytes).unwrap());
+                    }
+                    Incoming::Pending => prop_assert!(!queues[pick].is_empty()),
+                    Incoming::Plain => prop_assert!(false, "a frame taken as a plain message"),
+                    Incoming::Failed(_, e) => prop_assert!(false, "{}", e),
+                }
+            }
+            let expected: Vec<Option<String>> = texts.into_iter().map(Some).collect();
+            prop_assert_eq!(joined, expected);
+            prop_assert!(joiner.pending.is_empty());
+        }
+
+        #[test]
+        fn arbitrary_frames_never_panic_and_memory_stays_within_the_limit(
+            messages in prop::collection::vec(any_message(), 0..64),
+            max_bytes in 0usize..128,
+        ) {
+            let mut joiner = Joiner::default();
+            for message in &messages {
+                if let Incoming::Whole(bytes) = joiner.push(message, max_bytes) {
+                    prop_assert!(bytes.len() <= max_bytes);
+                }
+                prop_assert!(joiner.pending.len() <= MAX_PENDING);
+                prop_assert!(joiner.pending.values().all(|(_, text)| text.len() <= max_bytes));
+            }
+        }
+    }
 }
