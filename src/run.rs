@@ -12,7 +12,7 @@ use crate::config::{self, Config, Layer, Mode};
 use crate::event_loop::{EventLoop, Exit};
 use crate::handler::{Handler, HandlerConfig};
 use crate::jobs::JobLimits;
-use crate::transport::http::{HttpConfig, HttpServer};
+use crate::transport::http::{HttpConfig, HttpLimits, HttpServer};
 
 /// Runs `args` to completion.
 pub fn run(args: Args) -> ExitCode {
@@ -151,6 +151,7 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
             allowed_hosts: config.allowed_hosts.0.clone(),
             max_body_bytes: config.max_body_bytes,
             workers: cores.max(2),
+            limits: HttpLimits::from_config(&config),
         };
         match HttpServer::start(http_config, Arc::clone(&handler)) {
             Ok(server) => Some(server),

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tabagent::api::ServerEvent;
+use tabagent::config::{Config, Layer};
 use tabagent::event_loop::{EventLoop, LoopHandle, LoopMessage};
 use tabagent::handler::{Handler, HandlerConfig};
 use tabagent::jobs::JobLimits;
-use tabagent::transport::http::{HttpConfig, HttpServer};
+use tabagent::transport::http::{HttpConfig, HttpLimits, HttpServer};
 use tabagent::transport::rtc::RtcSettings;
 
 use self::client::{Client, http_json, post};
@@ -71,6 +72,13 @@ impl TestServer {
                 allowed_hosts: Vec::new(),
                 max_body_bytes: 16 << 20,
                 workers: 2,
+                limits: HttpLimits::from_config(&Config::from_layers(
+                    Layer::default(),
+                    Layer::default(),
+                    Layer::default(),
+                    None,
+                    None,
+                )),
             },
             Arc::clone(&handler),
         )

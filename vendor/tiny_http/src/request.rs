@@ -5,7 +5,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -74,6 +76,10 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // Patched: set when the response carries `Connection: close`, so that
+    // the connection reads no further request (#221).
+    close_after: Option<Arc<AtomicBool>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -238,7 +244,42 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        close_after: None,
     })
+}
+
+/// Patched: a request whose body the connection's thread has already read
+/// whole (and answered `Expect: 100-continue` for), so that whoever takes
+/// the request never waits on the client.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn new_request_with_body<W>(
+    method: Method,
+    path: String,
+    version: HTTPVersion,
+    headers: Vec<Header>,
+    remote_addr: Option<SocketAddr>,
+    body: Vec<u8>,
+    body_length: Option<usize>,
+    writer: W,
+    close_after: Arc<AtomicBool>,
+) -> Request
+where
+    W: Write + Send + 'static,
+{
+    Request {
+        data_reader: Some(Box::new(Cursor::new(body))),
+        response_writer: Some(Box::new(writer)),
+        remote_addr,
+        secure: false,
+        method,
+        path,
+        http_version: version,
+        headers,
+        body_length,
+        must_send_continue: false,
+        notify_when_responded: None,
+        close_after: Some(close_after),
+    }
 }
 
 impl Request {
@@ -337,7 +378,8 @@ impl Request {
     ///
     /// # Example
     ///
-    /// ```no_run
+    /// ```ignore
+    /// # // patched: ignored, the rustc-serialize dev-dependency is not vendored
     /// # extern crate rustc_serialize;
     /// # extern crate tiny_http;
     /// # use rustc_serialize::json::Json;
@@ -448,6 +490,15 @@ impl Request {
 
         let do_not_send_body = self.method == Method::Head;
 
+        if let Some(close_after) = &self.close_after {
+            let closes = response.headers().iter().any(|h| {
+                h.field.equiv("Connection") && h.value.as_str().eq_ignore_ascii_case("close")
+            });
+            if closes {
+                close_after.store(true, Ordering::SeqCst);
+            }
+        }
+
         Self::ignore_client_closing_errors(response.raw_print(
             writer.by_ref(),
             self.http_version.clone(),
@@ -467,11 +518,6 @@ impl Request {
             ErrorKind::ConnectionReset => Ok(()),
             _ => Err(err),
         })
-    }
-
-    pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
-        self.notify_when_responded = Some(sender);
-        self
     }
 }
 

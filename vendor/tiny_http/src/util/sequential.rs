@@ -73,6 +73,31 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
     }
 }
 
+impl<R: Read + Send> SequentialReader<R> {
+    /// Patched: the reader itself, once it is this reader's turn (waits for
+    /// it like `read` does), so that a caller can reach the socket under it.
+    pub fn get_mut(&mut self) -> &mut R {
+        if let SequentialReaderInner::Waiting(ref mut recv) = self.inner {
+            let reader = recv.recv().unwrap();
+            self.inner = SequentialReaderInner::MyTurn(reader);
+        }
+        match self.inner {
+            SequentialReaderInner::MyTurn(ref mut reader) => reader,
+            _ => unreachable!(),
+        }
+    }
+}
+
+impl<W: Write + Send> SequentialWriterBuilder<W> {
+    /// Patched: blocks until the writer handed out last has been dropped,
+    /// i.e. until the response written through it is complete.
+    pub fn wait_for_last(&mut self) {
+        if let Some(trigger) = self.next_trigger.take() {
+            let _ = trigger.recv();
+        }
+    }
+}
+
 impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
     type Item = SequentialReader<R>;
 
