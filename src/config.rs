@@ -186,8 +186,32 @@ settings! {
     cors_origins: List = |_: &Defaults| List::default(),
     /// Extra names accepted in the Host header (the bound address and localhost always are).
     allowed_hosts: List = |_: &Defaults| List::default(),
-    /// Largest HTTP request body in bytes.
+    /// Largest HTTP request body in bytes; a longer one is answered 413 unread.
     max_body_bytes: u64 = |_: &Defaults| 64 << 20,
+    /// Seconds for an HTTP request head to arrive once begun, and that a new
+    /// connection may stay silent (408, then close; 0: no limit).
+    http_head_timeout: Seconds = |_: &Defaults| Seconds(10),
+    /// Seconds one read of an HTTP request body may wait for data (408; 0: no limit).
+    http_body_timeout: Seconds = |_: &Defaults| Seconds(30),
+    /// Seconds for a whole HTTP request body (408; 0: no limit).
+    http_body_deadline: Seconds = |_: &Defaults| Seconds(120),
+    /// Seconds a kept-alive HTTP connection may idle between requests (0: no limit).
+    http_keep_alive_timeout: Seconds = |_: &Defaults| Seconds(15),
+    /// Seconds a client may stop reading before its stream is ended (over HTTP:
+    /// a write without progress, SO_SNDTIMEO; 0: no limit).
+    send_timeout: Seconds = |_: &Defaults| Seconds(30),
+    /// Bytes queued for one reply stream before that stream is ended.
+    send_queue_bytes: usize = |_: &Defaults| 4 << 20,
+    /// SO_SNDBUF of accepted HTTP sockets in bytes (0: the system's default).
+    http_send_buffer: usize = |_: &Defaults| 0,
+    /// Live HTTP connections; at the cap new ones wait in the backlog (0: no limit).
+    http_max_connections: usize = |_: &Defaults| 256,
+    /// Longest HTTP request line in bytes (414; 0: no limit).
+    http_max_request_line: usize = |_: &Defaults| 8 << 10,
+    /// Most header fields in an HTTP request (431; 0: no limit).
+    http_max_headers: usize = |_: &Defaults| 100,
+    /// Most bytes of all header fields of an HTTP request (431; 0: no limit).
+    http_max_header_bytes: usize = |_: &Defaults| 64 << 10,
     /// Jobs each pool lane accepts before it answers 503.
     queue_capacity: usize = |_: &Defaults| 256,
     /// Bytes loaded models may take in all (0: the memory available).

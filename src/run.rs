@@ -13,7 +13,7 @@ use crate::event_loop::{EventLoop, Exit};
 use crate::handler::{Handler, HandlerConfig};
 use crate::jobs::JobLimits;
 use crate::outbox::OutboxLimits;
-use crate::transport::http::{HttpConfig, HttpServer};
+use crate::transport::http::{HttpConfig, HttpLimits, HttpServer};
 
 /// Runs `args` to completion.
 pub fn run(args: Args) -> ExitCode {
@@ -120,7 +120,10 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
         Mode::All => !std::io::stdin().is_terminal(),
         Mode::Http | Mode::Webrtc => false,
     };
-    let outbox = OutboxLimits::default();
+    let outbox = OutboxLimits {
+        max_bytes: config.send_queue_bytes,
+        stall: std::time::Duration::from_secs(config.send_timeout.0),
+    };
     let event_loop = match EventLoop::new(
         Arc::clone(&handler),
         want_native,
@@ -155,6 +158,7 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
             max_body_bytes: config.max_body_bytes,
             workers: cores.max(2),
             outbox,
+            limits: HttpLimits::from_config(&config),
         };
         match HttpServer::start(http_config, Arc::clone(&handler)) {
             Ok(server) => Some(server),

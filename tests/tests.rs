@@ -6,6 +6,7 @@ mod util;
 mod cli;
 #[cfg(feature = "onnx")]
 mod embeddings;
+mod hostile;
 mod http;
 #[cfg(feature = "llama")]
 mod inference;

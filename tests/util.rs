@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -65,7 +66,13 @@ impl Drop for TempDir {
 
 /// A command for the binary with a private data dir and quiet logs.
 pub fn command(data_dir: &Path) -> Command {
-    let mut command = Command::new(binary());
+    command_for(binary(), data_dir)
+}
+
+/// The same environment for another program that runs the binary (such as
+/// `prlimit --nofile=256 -- BINARY`).
+pub fn command_for(program: impl AsRef<std::ffi::OsStr>, data_dir: &Path) -> Command {
+    let mut command = Command::new(program);
     command
         .env_clear()
         .env("HOME", data_dir)
@@ -208,6 +215,8 @@ pub struct HttpServer {
     pub child: Child,
     pub addr: SocketAddr,
     pub data: TempDir,
+    /// Every line the server has logged so far.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl HttpServer {
@@ -217,8 +226,13 @@ impl HttpServer {
 
     pub fn start_with(data: TempDir, configure: impl FnOnce(&mut Command)) -> HttpServer {
         let mut command = command(data.path());
-        command.args(["--mode", "http", "--bind", "127.0.0.1:0"]);
         configure(&mut command);
+        Self::start_command(command, data)
+    }
+
+    /// Starts a prepared command (see [`command_for`]) in HTTP mode.
+    pub fn start_command(mut command: Command, data: TempDir) -> HttpServer {
+        command.args(["--mode", "http", "--bind", "127.0.0.1:0"]);
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -227,9 +241,12 @@ impl HttpServer {
             .unwrap();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&log);
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in stderr.lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 if let Some(addr) = line.split("HTTP on http://").nth(1)
                     && let Some(tx) = tx.take()
                 {
@@ -243,7 +260,17 @@ impl HttpServer {
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("the server says where it listens");
-        HttpServer { child, addr, data }
+        HttpServer {
+            child,
+            addr,
+            data,
+            log,
+        }
+    }
+
+    /// Whether the server has logged a line containing `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -357,7 +384,8 @@ pub fn http(
     parse_response(&raw)
 }
 
-fn parse_response(raw: &[u8]) -> HttpReply {
+/// Parses one raw response (head and body) as read from a socket.
+pub fn parse_response(raw: &[u8]) -> HttpReply {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -246,10 +246,10 @@ mod tests {
             id in "[ -~]{0,1024}",
         ) {
             let delta = c.to_string().repeat(len / c.len_utf8());
-            let reply = Reply {
-                id: RequestId::text(id.clone()),
-                response: Response::ChatChunk(ChatChunk { delta }),
-            };
+            let reply = Reply::new(
+                RequestId::text(id.clone()),
+                Response::ChatChunk(ChatChunk { delta }),
+            );
             let out = encode_reply(&reply);
             prop_assert!(out.len() <= MAX_OUTGOING);
             let stated = u32::from_ne_bytes(out[..4].try_into().unwrap()) as usize;

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tabagent::api::ServerEvent;
+use tabagent::config::{Config, Layer};
 use tabagent::event_loop::{EventLoop, LoopHandle, LoopMessage};
 use tabagent::handler::{Handler, HandlerConfig};
 use tabagent::jobs::JobLimits;
 use tabagent::outbox::OutboxLimits;
-use tabagent::transport::http::{HttpConfig, HttpServer};
+use tabagent::transport::http::{HttpConfig, HttpLimits, HttpServer};
 use tabagent::transport::rtc::RtcSettings;
 
 use self::client::{Client, http_json, post};
@@ -75,6 +76,13 @@ impl TestServer {
                 max_body_bytes: 16 << 20,
                 workers: 2,
                 outbox: OutboxLimits::default(),
+                limits: HttpLimits::from_config(&Config::from_layers(
+                    Layer::default(),
+                    Layer::default(),
+                    Layer::default(),
+                    None,
+                    None,
+                )),
             },
             Arc::clone(&handler),
         )

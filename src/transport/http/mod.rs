@@ -13,12 +13,11 @@ pub mod reply;
 pub mod routes;
 pub mod stream;
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tiny_http::{Method, Request as HttpRequest, Server};
@@ -27,6 +26,7 @@ use self::reply::{Answer, ReplyContext, cors_headers, header, render};
 use self::routes::{Match, Shape};
 use super::serve::{self, Origin, Parsed};
 use crate::api::{self, Reply, RequestId};
+use crate::config::{Config, Seconds};
 use crate::error::ApiError;
 use crate::handler::Handler;
 use crate::jobs::{ConnectionId, ReplySink};
@@ -51,6 +51,71 @@ pub struct HttpConfig {
     pub workers: usize,
     /// The bounds of a streamed reply's outbox.
     pub outbox: OutboxLimits,
+    /// What one client may cost before it is answered and dropped.
+    pub limits: HttpLimits,
+}
+
+/// The limits tiny_http's connection threads hold every client to; a zero
+/// duration or count means no limit.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// For a request head once begun, and for a new connection's first byte.
+    pub head_timeout: Duration,
+    /// For one read of a request body.
+    pub body_timeout: Duration,
+    /// For a whole request body.
+    pub body_deadline: Duration,
+    /// Idle time between requests on a kept-alive connection.
+    pub keep_alive_timeout: Duration,
+    /// How long a write to a client may make no progress (SO_SNDTIMEO).
+    pub send_timeout: Duration,
+    /// SO_SNDBUF of accepted sockets in bytes (0: the system's default).
+    pub send_buffer: usize,
+    /// Live connections.
+    pub max_connections: usize,
+    /// Bytes of the request line.
+    pub max_request_line: usize,
+    /// Header fields of a request.
+    pub max_headers: usize,
+    /// Bytes of all header fields of a request.
+    pub max_header_bytes: usize,
+}
+
+impl HttpLimits {
+    /// The `http_*` and `send_*` settings.
+    pub fn from_config(config: &Config) -> HttpLimits {
+        let seconds = |s: Seconds| Duration::from_secs(s.0);
+        HttpLimits {
+            head_timeout: seconds(config.http_head_timeout),
+            body_timeout: seconds(config.http_body_timeout),
+            body_deadline: seconds(config.http_body_deadline),
+            keep_alive_timeout: seconds(config.http_keep_alive_timeout),
+            send_timeout: seconds(config.send_timeout),
+            send_buffer: config.http_send_buffer,
+            max_connections: config.http_max_connections,
+            max_request_line: config.http_max_request_line,
+            max_headers: config.http_max_headers,
+            max_header_bytes: config.http_max_header_bytes,
+        }
+    }
+
+    /// tiny_http's form of these limits, with the body limit beside them.
+    fn for_tiny_http(&self, max_body_bytes: u64) -> tiny_http::Limits {
+        let time = |d: Duration| (!d.is_zero()).then_some(d);
+        let count = |n: usize| if n == 0 { usize::MAX } else { n };
+        tiny_http::Limits {
+            head_timeout: time(self.head_timeout),
+            body_timeout: time(self.body_timeout),
+            body_deadline: time(self.body_deadline),
+            keep_alive_timeout: time(self.keep_alive_timeout),
+            send_timeout: time(self.send_timeout),
+            max_connections: count(self.max_connections),
+            max_request_line: count(self.max_request_line),
+            max_headers: count(self.max_headers),
+            max_header_bytes: count(self.max_header_bytes),
+            max_body_bytes,
+        }
+    }
 }
 
 /// A running HTTP server.
@@ -68,11 +133,17 @@ impl HttpServer {
         // TCP_NODELAY stays off on purpose: tiny_http writes a response in
         // several small writes, and Nagle coalesces them (measured: nodelay
         // cost ~40% of /health throughput on one connection). No read timeout
-        // either: on Linux SO_RCVTIMEO on the listener also times out
-        // accept(), which stops tiny_http's accept thread for good.
+        // on the listener: on Linux SO_RCVTIMEO there also times out accept();
+        // the patched tiny_http sets read and write timeouts per connection.
+        // SO_SNDBUF is set here because accepted sockets inherit it.
+        if config.limits.send_buffer > 0 {
+            socket2::SockRef::from(&listener).set_send_buffer_size(config.limits.send_buffer)?;
+        }
         let address = listener.local_addr()?;
-        let server =
-            Arc::new(Server::from_listener(listener, None).map_err(std::io::Error::other)?);
+        let limits = config.limits.for_tiny_http(config.max_body_bytes);
+        let server = Arc::new(
+            Server::from_listener_with_limits(listener, limits).map_err(std::io::Error::other)?,
+        );
         let stopping = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Worker {
             config,
@@ -366,27 +437,49 @@ fn header_value<'a>(request: &'a HttpRequest, name: &'static str) -> Option<&'a 
         .map(|h| h.value.as_str())
 }
 
+/// The body, which tiny_http's connection thread has already read whole
+/// (within `limit`, the body timeouts and deadline; it answered 413 or 408
+/// itself otherwise), so no worker ever waits on a client here. The limit is
+/// checked again in case the server was built with a larger one.
 fn read_body(request: &mut HttpRequest, limit: u64) -> Result<Vec<u8>, ApiError> {
-    let too_large =
-        || ApiError::too_large(format!("the body is larger than the {limit} bytes allowed"));
-    if request.body_length().is_some_and(|len| len as u64 > limit) {
-        return Err(too_large());
-    }
-    let mut body = Vec::with_capacity(request.body_length().unwrap_or(0).min(1 << 20));
+    let mut body = Vec::with_capacity(request.body_length().unwrap_or(0));
     request
         .as_reader()
-        .take(limit + 1)
         .read_to_end(&mut body)
-        .map_err(|e| {
-            ApiError::new(
-                408,
-                "request-timeout",
-                "Request timeout",
-                format!("could not read the body: {e}"),
-            )
-        })?;
+        .map_err(|e| ApiError::internal(format!("could not take the body: {e}")))?;
     if body.len() as u64 > limit {
-        return Err(too_large());
+        return Err(ApiError::too_large(format!(
+            "the body is larger than the {limit} bytes allowed"
+        )));
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `http_send_buffer` is set on the listener; that is right only because
+    /// accepted sockets inherit SO_SNDBUF (Linux doubles the value asked for).
+    #[test]
+    fn accepted_sockets_inherit_the_send_buffer() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let plain = {
+            let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            socket2::SockRef::from(&accepted)
+                .send_buffer_size()
+                .unwrap()
+        };
+        socket2::SockRef::from(&listener)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let size = socket2::SockRef::from(&accepted)
+            .send_buffer_size()
+            .unwrap();
+        assert!(
+            size <= 2 * 4096 && size < plain,
+            "{size} (without: {plain})"
+        );
+    }
 }
