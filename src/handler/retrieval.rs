@@ -159,7 +159,7 @@ pub(super) fn rag_query(
     reranker: Option<&Scorer>,
 ) -> Result<RagResults, ApiError> {
     let query = store.check_query(request, embedder.model_id(), embedder.dimensions())?;
-    let vector = embed_exactly(embedder, std::slice::from_ref(&query.text().to_string()))?
+    let vector = embed_exactly(embedder, &[query.text().to_string()])?
         .pop()
         .ok_or_else(|| ApiError::internal("the embedder returned no query vector"))?;
     let Some(scorer) = reranker else {
