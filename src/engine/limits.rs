@@ -40,6 +40,21 @@ pub const MAX_GPU_LAYERS: u32 = 1024;
 /// The largest batch llama.cpp is given when the client does not choose one.
 const DEFAULT_MAX_BATCH: u32 = 2048;
 
+/// How a model is loaded (GGUF settings; ONNX ignores them). Before
+/// [`fit`] these are the defaults; after it, the values
+/// llama.cpp gets, each within [`LoadBounds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Context size in tokens, before clamping to the model's training length.
+    pub context_size: u32,
+    /// Threads for inference.
+    pub threads: u32,
+    /// Tokens per batch; `None`: [`default_batch`] of the context.
+    pub batch_size: Option<u32>,
+    /// Layers to offload to a GPU.
+    pub gpu_layers: u32,
+}
+
 /// Load settings as a client gives them (LoadModel, or the load defaults of
 /// SetParams); `None` leaves a setting to its default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -154,6 +169,48 @@ impl LoadSettings {
     }
 }
 
+/// The options a load of a GGUF with header `facts` uses: the settings the
+/// client gave (`asked`), `defaults` for the rest, fitted to the model (a
+/// default context longer than the model's is cut to it), then all of them
+/// checked against the machine and the model: a 422 naming the field and
+/// its range.
+pub fn fit(
+    defaults: LoadOptions,
+    asked: &LoadSettings,
+    facts: &GgufFacts,
+) -> Result<LoadOptions, ApiError> {
+    let context_size = asked
+        .context_size
+        .unwrap_or_else(|| clamp_context(defaults.context_size, facts));
+    let fitted = LoadOptions {
+        context_size,
+        threads: asked.threads.filter(|t| *t > 0).unwrap_or(defaults.threads),
+        batch_size: Some(
+            asked
+                .batch_size
+                .or(defaults.batch_size)
+                .unwrap_or_else(|| default_batch(context_size)),
+        ),
+        gpu_layers: asked.gpu_layers.unwrap_or(defaults.gpu_layers),
+    };
+    // What was asked and the defaults alike: every value llama.cpp gets.
+    LoadSettings {
+        context_size: Some(fitted.context_size),
+        threads: Some(fitted.threads),
+        batch_size: fitted.batch_size,
+        gpu_layers: Some(fitted.gpu_layers),
+    }
+    .check(&LoadBounds::model(facts))?;
+    Ok(fitted)
+}
+
+/// A default context cut to what the model allows (and at least the
+/// smallest context a load may ask for, or the model's own when smaller).
+pub fn clamp_context(context: u32, facts: &GgufFacts) -> u32 {
+    let (max, _) = LoadBounds::model(facts).max_context;
+    context.clamp(MIN_CONTEXT.min(max), max)
+}
+
 /// The batch llama.cpp gets when the client leaves it out: the whole context
 /// up to 2048 tokens, so that a prompt is decoded in few steps.
 pub fn default_batch(context_size: u32) -> u32 {
@@ -225,6 +282,43 @@ mod tests {
             ..LoadSettings::default()
         };
         assert!(zero_batch.check(&machine).is_err());
+    }
+
+    #[test]
+    fn defaults_are_fitted_to_the_model_and_what_is_asked_is_checked() {
+        let defaults = LoadOptions {
+            context_size: 4096,
+            threads: 1,
+            batch_size: None,
+            gpu_layers: 0,
+        };
+        let fitted = fit(defaults, &LoadSettings::default(), &tiny_model()).unwrap();
+        assert_eq!(
+            fitted,
+            LoadOptions {
+                context_size: 512,
+                batch_size: Some(512),
+                ..defaults
+            }
+        );
+        let asked = LoadSettings {
+            context_size: Some(256),
+            threads: Some(0),
+            ..LoadSettings::default()
+        };
+        let fitted = fit(defaults, &asked, &tiny_model()).unwrap();
+        assert_eq!((fitted.context_size, fitted.threads), (256, 1));
+        assert_eq!(fitted.batch_size, Some(256));
+        let too_long = LoadSettings {
+            context_size: Some(513),
+            ..LoadSettings::default()
+        };
+        let error = fit(defaults, &too_long, &tiny_model()).unwrap_err();
+        assert!(
+            error.detail.contains("context_size 513"),
+            "{}",
+            error.detail
+        );
     }
 
     #[test]

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use super::Embedder;
 use super::gguf::{GgufFacts, read_facts};
-use super::limits::{LoadBounds, LoadSettings, default_batch};
+pub use super::limits::LoadOptions;
+use super::limits::{LoadBounds, LoadSettings, clamp_context, fit};
 use super::text::TextModel;
 use crate::api::{LoadedModel, MemoryEstimate, ModelFormat, ModelKind, Selection, ServerEvent};
 use crate::error::ApiError;
@@ -30,21 +31,6 @@ use crate::fsutil::write_atomic;
 use crate::jobs::lock;
 use crate::models::{ModelFile, model_at, scan_models};
 use crate::system::SystemProbe;
-
-/// How a model is loaded (GGUF settings; ONNX ignores them). Before
-/// [`ModelManager::fit`] these are the defaults; after it, the values
-/// llama.cpp gets, each within [`LoadBounds`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoadOptions {
-    /// Context size in tokens, before clamping to the model's training length.
-    pub context_size: u32,
-    /// Threads for inference.
-    pub threads: u32,
-    /// Tokens per batch; `None`: [`default_batch`] of the context.
-    pub batch_size: Option<u32>,
-    /// Layers to offload to a GPU.
-    pub gpu_layers: u32,
-}
 
 /// A loaded model's engine.
 #[derive(Clone)]
@@ -611,10 +597,8 @@ impl ModelManager {
             .sum()
     }
 
-    /// The options a load of `file` uses: the settings the client gave
-    /// (`asked`), checked against the machine and the model's header (a 422
-    /// naming the field and its range), and `defaults` for the rest, fitted to
-    /// the model (a default context longer than the model's is cut to it).
+    /// The options a load of `file` uses ([`fit`] on its header): what the
+    /// client asked for, checked, and the defaults for the rest, fitted.
     /// Nothing reaches llama.cpp that has not passed here.
     pub fn fit(
         &self,
@@ -622,35 +606,14 @@ impl ModelManager {
         defaults: LoadOptions,
         asked: &LoadSettings,
     ) -> Result<LoadOptions, ApiError> {
-        if file.format != ModelFormat::Gguf {
-            // ONNX Runtime takes none of these; its threads are its own.
-            asked.check(&LoadBounds::machine())?;
-            return Ok(defaults);
+        match file.format {
+            ModelFormat::Gguf => fit(defaults, asked, &gguf_facts(file)?),
+            ModelFormat::Onnx => {
+                // ONNX Runtime takes none of these; its threads are its own.
+                asked.check(&LoadBounds::machine())?;
+                Ok(defaults)
+            }
         }
-        let facts = gguf_facts(file)?;
-        let context_size = asked
-            .context_size
-            .unwrap_or_else(|| clamp_context(defaults.context_size, &facts));
-        let fitted = LoadOptions {
-            context_size,
-            threads: asked.threads.filter(|t| *t > 0).unwrap_or(defaults.threads),
-            batch_size: Some(
-                asked
-                    .batch_size
-                    .or(defaults.batch_size)
-                    .unwrap_or_else(|| default_batch(context_size)),
-            ),
-            gpu_layers: asked.gpu_layers.unwrap_or(defaults.gpu_layers),
-        };
-        // What was asked and the defaults alike: every value llama.cpp gets.
-        LoadSettings {
-            context_size: Some(fitted.context_size),
-            threads: Some(fitted.threads),
-            batch_size: fitted.batch_size,
-            gpu_layers: Some(fitted.gpu_layers),
-        }
-        .check(&LoadBounds::model(&facts))?;
-        Ok(fitted)
     }
 
     /// Frees room for `needed` bytes by evicting idle models, least recently
@@ -720,16 +683,6 @@ impl ModelManager {
 pub fn gguf_facts(file: &ModelFile) -> Result<GgufFacts, ApiError> {
     read_facts(&file.path)
         .map_err(|e| ApiError::invalid(format!("{} cannot be used: {e}", file.path.display())))
-}
-
-/// A default context cut to what the model allows (and at least the
-/// smallest context a load may ask for, or the model's own when smaller).
-fn clamp_context(context: u32, facts: &GgufFacts) -> u32 {
-    let LoadBounds {
-        max_context: (max, _),
-        ..
-    } = LoadBounds::model(facts);
-    context.clamp(super::limits::MIN_CONTEXT.min(max), max)
 }
 
 /// `selection.json` in the data dir.

@@ -39,7 +39,7 @@ impl Gguf {
     }
     /// Pads to 32 bytes and appends `data` bytes of tensor data.
     fn data(mut self, data: usize) -> Vec<u8> {
-        while self.0.len() % 32 != 0 {
+        while !self.0.len().is_multiple_of(32) {
             self.0.push(0);
         }
         self.0.resize(self.0.len() + data, 0);
