@@ -42,11 +42,14 @@ test-extension: npm
 	cd extension && npm test && npm run check
 
 # Speed figures, measured side by side in one run (see each bench's header).
+# BASELINE=path/to/another/tabagent adds that build to the transport and
+# generation figures, in the same run (e.g. the previous commit's binary).
+BENCH_ENV := $(if $(BASELINE),TABAGENT_BENCH_BASELINE="$(abspath $(BASELINE))")
 bench: deps build
 	@$(PYTHON) -c "import onnxruntime, tokenizers" 2>/dev/null || $(PYTHON) -m pip install -q onnxruntime tokenizers
 	$(PYTHON) assets/fetch_models.py --models-dir "$(TEST_MODELS)" --lib-dir "$(TEST_MODELS)/lib"
-	$(CARGO) test --release --test bench_transport
-	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_llama
+	$(BENCH_ENV) $(CARGO) test --release --test bench_transport
+	$(BENCH_ENV) TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_llama
 	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_embed
 	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_store
 	$(CARGO) test --release --test bench_rtc

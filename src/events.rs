@@ -5,8 +5,9 @@
 //! for every transport the same way: a WebRTC session, native messaging or an
 //! HTTP event stream. Each event goes out as a non-final `Event` reply carrying
 //! the Subscribe request's id. A sink that reports its client gone is dropped
-//! at the next publish. Publishing never waits on a slow client: transports'
-//! sinks take events without blocking (and may drop them under back-pressure).
+//! at the next publish. Publishing never waits on a slow client: a sink only
+//! queues the event in its stream's bounded outbox; a subscriber that falls
+//! behind its bounds gets a last Error event saying so and is dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

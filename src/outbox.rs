@@ -248,7 +248,10 @@ impl<T> Outbox<T> {
     /// When [`Outbox::check_stall`] should look next, if anything waits.
     pub fn stall_deadline(&self) -> Option<Instant> {
         let state = lock(&self.state);
-        (!state.items.is_empty()).then(|| state.progress + self.limits.stall)
+        // No deadline when the bound is "never" (it would overflow).
+        (!state.items.is_empty())
+            .then(|| state.progress.checked_add(self.limits.stall))
+            .flatten()
     }
 
     /// Offers the front item to `take` (a transport's non-blocking write),

@@ -122,7 +122,11 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
     };
     let outbox = OutboxLimits {
         max_bytes: config.send_queue_bytes,
-        stall: std::time::Duration::from_secs(config.send_timeout.0),
+        // 0: a stalled reader is never dropped for the time alone.
+        stall: match config.send_timeout.0 {
+            0 => std::time::Duration::MAX,
+            seconds => std::time::Duration::from_secs(seconds),
+        },
     };
     let event_loop = match EventLoop::new(
         Arc::clone(&handler),

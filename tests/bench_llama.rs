@@ -16,6 +16,10 @@
 //!
 //! The model: `$TABAGENT_BENCH_MODEL`, else `gemma-3-270m-q4_k_m.gguf` in
 //! `$TABAGENT_TEST_MODELS` or `target/test-models`.
+//!
+//! With `TABAGENT_BENCH_BASELINE` set to another build of tabagent (the
+//! previous commit's, say), that build over HTTP is one more side of every
+//! round, so the two builds are compared in the same run.
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -262,8 +266,8 @@ impl Native {
     }
 }
 
-fn command(models: &std::path::Path, data: &std::path::Path) -> Command {
-    let mut command = Command::new(BINARY);
+fn command(binary: &str, models: &std::path::Path, data: &std::path::Path) -> Command {
+    let mut command = Command::new(binary);
     command
         .env("TABAGENT_DATA_DIR", data)
         .env("TABAGENT_MODELS_DIR", models)
@@ -296,21 +300,13 @@ fn main() {
     std::os::unix::fs::symlink(&path, models.join("bench.gguf")).unwrap();
 
     // tabagent over HTTP, and over native messaging: model preloaded with the same settings.
-    let data_http = scratch.join("http");
-    let mut server = command(&models, &data_http)
-        .args(["--mode", "http", "--bind", "127.0.0.1:0"])
-        .env("TABAGENT_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = server_address(&mut server);
-    let loaded = post(addr, "/v1/rpc", &load_message());
-    assert!(loaded.contains("ModelLoaded"), "{loaded}");
+    let (mut server, addr) = http_server(BINARY, &models, &scratch.join("http"));
+    let baseline = std::env::var("TABAGENT_BENCH_BASELINE")
+        .ok()
+        .map(|binary| http_server(&binary, &models, &scratch.join("baseline")));
 
     let data_native = scratch.join("native");
-    let mut child = command(&models, &data_native)
+    let mut child = command(BINARY, &models, &data_native)
         .args(["--mode", "native"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -333,14 +329,17 @@ fn main() {
         .unwrap();
 
     // One warm-up round per side, then the measured ones, interleaved.
+    let sides = if baseline.is_some() { 4 } else { 3 };
+    let baseline_addr = baseline.as_ref().map(|(_, addr)| *addr);
     let mut rounds = |rounds: std::ops::RangeInclusive<usize>, new_tokens: u32| {
-        let mut runs: [Vec<Run>; 3] = Default::default();
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); sides];
         for round in rounds {
             // Each side goes first in turn: no side always follows another.
-            for side in (0..3).map(|k| (round + k) % 3) {
-                let run = match side {
-                    0 => direct_run(&model, &mut context, &prompt(round), new_tokens),
-                    1 => http_run(addr, round, new_tokens),
+            for side in (0..sides).map(|k| (round + k) % sides) {
+                let run = match (side, baseline_addr) {
+                    (0, _) => direct_run(&model, &mut context, &prompt(round), new_tokens),
+                    (1, _) => http_run(addr, round, new_tokens),
+                    (3, Some(baseline)) => http_run(baseline, round, new_tokens),
                     _ => native.run(round, new_tokens),
                 };
                 runs[side].push(run);
@@ -361,7 +360,12 @@ fn main() {
         "{:<22} {:>10} {:>12} {:>12} {:>10}",
         "path", "TTFT ms", "prompt t/s", "gen t/s", "tokens"
     );
-    let names = ["llama-cpp-2 direct", "tabagent HTTP SSE", "tabagent native"];
+    let names = [
+        "llama-cpp-2 direct",
+        "tabagent HTTP SSE",
+        "tabagent native",
+        "baseline HTTP SSE",
+    ];
     let mut medians = Vec::new();
     for (name, side) in names.iter().zip(&runs) {
         let ttft = median(side.iter().map(|r| r.ttft.as_secs_f64() * 1000.0).collect());
@@ -377,7 +381,7 @@ fn main() {
     }
     let (_, _, d_gen) = medians[0];
     // Paired by round (same prompt, adjacent in time), then the median.
-    let overhead = |runs: &[Vec<Run>; 3], side: usize| {
+    let overhead = |runs: &[Vec<Run>], side: usize| {
         median(
             runs[side]
                 .iter()
@@ -407,11 +411,39 @@ fn main() {
         );
     }
 
-    let _ = server.kill();
-    let _ = server.wait();
+    if let [_, http, _, old] = &medians[..] {
+        println!(
+            "this build against the baseline, HTTP SSE generation: {:.3}x",
+            http.2 / old.2
+        );
+    }
+    for (mut server, _) in [Some((server, addr)), baseline].into_iter().flatten() {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
     drop(native.stdin);
     let _ = native.child.wait();
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// `binary` serving HTTP on a free port, the bench model loaded.
+fn http_server(
+    binary: &str,
+    models: &std::path::Path,
+    data: &std::path::Path,
+) -> (Child, SocketAddr) {
+    let mut server = command(binary, models, data)
+        .args(["--mode", "http", "--bind", "127.0.0.1:0"])
+        .env("TABAGENT_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = server_address(&mut server);
+    let loaded = post(addr, "/v1/rpc", &load_message());
+    assert!(loaded.contains("ModelLoaded"), "{loaded}");
+    (server, addr)
 }
 
 fn server_address(server: &mut Child) -> SocketAddr {

@@ -5,6 +5,10 @@
 //! - HTTP `/health` requests/s and p99 at 1 and 32 connections (wrk, 5 s each);
 //! - idle RSS of the server;
 //! - time from exec to the first answered request (native and HTTP).
+//!
+//! With `TABAGENT_BENCH_BASELINE` set to another build of tabagent (the
+//! previous commit's, say), the native round trip and the HTTP figures are
+//! measured for it too, in the same run, one binary after the other.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,8 +20,12 @@ const BINARY: &str = env!("CARGO_BIN_EXE_tabagent");
 fn main() {
     let data = std::env::temp_dir().join(format!("tabagent-bench-{}", std::process::id()));
     std::fs::create_dir_all(&data).unwrap();
+    let baseline = std::env::var("TABAGENT_BENCH_BASELINE").ok();
+    if let Some(baseline) = &baseline {
+        compare(&data, baseline);
+    }
 
-    let (p50, p99) = native_round_trip(&data, 20_000);
+    let (p50, p99) = native_round_trip(BINARY, &data, 20_000);
     println!(
         "native messaging Health round trip: p50 {p50:.1} µs, p99 {p99:.1} µs (20,000 sequential requests)"
     );
@@ -30,7 +38,7 @@ fn main() {
         "exec to first answer: native {exec_native:.2} ms, HTTP {exec_http:.2} ms (median of 21)"
     );
 
-    let (mut server, addr) = start_http(&data);
+    let (mut server, addr) = start_http(BINARY, &data);
     std::thread::sleep(Duration::from_millis(500));
     println!(
         "idle RSS (HTTP mode, after start-up): {:.1} MiB",
@@ -56,8 +64,34 @@ fn main() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
-fn command(data: &std::path::Path) -> Command {
-    let mut command = Command::new(BINARY);
+/// This build against `baseline`, each figure measured for both in turn.
+fn compare(data: &std::path::Path, baseline: &str) {
+    let binaries = [("this build", BINARY), ("baseline", baseline)];
+    for round in 0..2 {
+        for (name, binary) in binaries {
+            let (p50, p99) = native_round_trip(binary, data, 20_000);
+            println!(
+                "[{name}, round {round}] native Health round trip: p50 {p50:.1} µs, p99 {p99:.1} µs"
+            );
+        }
+        for (name, binary) in binaries {
+            let (mut server, addr) = start_http(binary, data);
+            std::thread::sleep(Duration::from_millis(300));
+            for connections in [1, 32] {
+                let run = wrk(addr, connections);
+                println!(
+                    "[{name}, round {round}] HTTP /health, {connections:>2} connection(s): {:.0} req/s (p99 {})",
+                    run.requests_per_second, run.p99
+                );
+            }
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+}
+
+fn command(binary: &str, data: &std::path::Path) -> Command {
+    let mut command = Command::new(binary);
     command
         .env("TABAGENT_DATA_DIR", data)
         .env("TABAGENT_LOG", "warn")
@@ -79,8 +113,8 @@ fn read_frame(stdout: &mut impl Read) -> Vec<u8> {
     body
 }
 
-fn native_host(data: &std::path::Path) -> Child {
-    command(data)
+fn native_host(binary: &str, data: &std::path::Path) -> Child {
+    command(binary, data)
         .arg("chrome-extension://abcdefghijklmnopabcdefghijklmnop/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -88,8 +122,8 @@ fn native_host(data: &std::path::Path) -> Child {
         .unwrap()
 }
 
-fn native_round_trip(data: &std::path::Path, count: usize) -> (f64, f64) {
-    let mut child = native_host(data);
+fn native_round_trip(binary: &str, data: &std::path::Path, count: usize) -> (f64, f64) {
+    let mut child = native_host(binary, data);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let request = frame(br#"{"id":1,"request_type":"Health"}"#);
@@ -115,7 +149,7 @@ fn time_to_first_native(data: &std::path::Path, runs: usize) -> Vec<f64> {
     (0..runs)
         .map(|_| {
             let started = Instant::now();
-            let mut child = native_host(data);
+            let mut child = native_host(BINARY, data);
             let mut stdin = child.stdin.take().unwrap();
             stdin
                 .write_all(&frame(br#"{"id":1,"request_type":"Health"}"#))
@@ -137,9 +171,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_http(data: &std::path::Path) -> (Child, SocketAddr) {
+fn start_http(binary: &str, data: &std::path::Path) -> (Child, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = command(data)
+    let child = command(binary, data)
         .args(["--mode", "http", "--bind", &addr.to_string()])
         .stdin(Stdio::null())
         .spawn()
@@ -167,7 +201,7 @@ fn time_to_first_http(data: &std::path::Path, runs: usize) -> Vec<f64> {
         .map(|_| {
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let started = Instant::now();
-            let mut child = command(data)
+            let mut child = command(BINARY, data)
                 .args(["--mode", "http", "--bind", &addr.to_string()])
                 .stdin(Stdio::null())
                 .spawn()

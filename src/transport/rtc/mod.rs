@@ -16,8 +16,9 @@
 //! native messaging; replies and stream chunks go back on the channel the
 //! request came from. A reply larger than the peer's maximum message size is
 //! sent as `Partial` frames (see [`framing`]); a client may send a large
-//! request the same way. A job's chunks wait (bounded memory) while the
-//! session's queue is full; server push events are dropped instead.
+//! request the same way. Each request's replies wait in a bounded outbox of
+//! their own, written to SCTP by the loop as the peer takes them; a peer that
+//! stops reading ends its own streams and nobody else waits.
 
 use std::net::IpAddr;
 use std::time::Duration;
