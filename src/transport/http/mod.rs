@@ -174,12 +174,14 @@ impl Worker {
         let (route, params) = match routes::find(request.method(), path) {
             Match::Found(route, params) => (route, params),
             Match::WrongMethod(allowed) => {
-                let detail = format!("{path} takes {}", allowed.join(", "));
-                return refuse(
-                    request,
-                    &context,
-                    ApiError::new(405, "method-not-allowed", "Method not allowed", detail),
-                );
+                // RFC 9110 (15.5.6): a 405 lists the path's methods in Allow.
+                let allow = allowed.join(", ");
+                let detail = format!("{path} takes {allow}");
+                let error = ApiError::new(405, "method-not-allowed", "Method not allowed", detail);
+                stats.record_reply(started.elapsed(), true);
+                return Answer::problem(&error)
+                    .with_header("Allow", &allow)
+                    .send(request, &context);
             }
             Match::NotFound => {
                 return refuse(
@@ -250,7 +252,7 @@ impl Worker {
         let body = openai::translate(route.shape, body)
             .and_then(|body| openai_embeddings::translate(route.shape, body))
             .map_err(|detail| (RequestId::NONE, ApiError::bad_request(detail)))?;
-        let object = routes::request_object(route.request_type, body, query, params)
+        let object = routes::request_object(route, body, query, params)
             .map_err(|detail| (RequestId::NONE, ApiError::bad_request(detail)))?;
         let (id, request) = api::request_from_value(object)?;
         let id = if id.is_none() {

@@ -39,6 +39,7 @@ pub struct Answer {
     content_type: &'static str,
     body: Vec<u8>,
     retry_after: Option<u32>,
+    headers: Vec<Header>,
 }
 
 impl Answer {
@@ -49,6 +50,7 @@ impl Answer {
             content_type: "application/json",
             body,
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -59,6 +61,7 @@ impl Answer {
             content_type,
             body,
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -83,7 +86,14 @@ impl Answer {
             // A json! value always serializes.
             body: serde_json::to_vec(&body).expect("problem serializes"),
             retry_after: error.retry_after,
+            headers: Vec::new(),
         }
+    }
+
+    /// The same answer with one more header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Answer {
+        self.headers.push(header(name, value));
+        self
     }
 
     /// Sends it, with CORS headers when the request came from an allowed origin.
@@ -94,8 +104,12 @@ impl Answer {
         if let Some(seconds) = self.retry_after {
             response.add_header(header("Retry-After", &seconds.to_string()));
         }
-        for cors in cors_headers(context.cors_origin.as_deref()) {
-            response.add_header(cors);
+        for extra in self
+            .headers
+            .into_iter()
+            .chain(cors_headers(context.cors_origin.as_deref()))
+        {
+            response.add_header(extra);
         }
         if let Err(e) = request.respond(response) {
             log::debug!("could not send a response: {e}");
