@@ -22,7 +22,7 @@ use crate::engine::Embedder;
 
 /// The largest document accepted, in bytes of text.
 pub const MAX_DOCUMENT_BYTES: usize = 32 << 20;
-/// The longest collection name, in bytes.
+/// The longest collection name, in characters.
 pub const MAX_NAME: usize = 256;
 /// Chunks embedded per call to the embedder (and between cancel checks).
 const EMBED_BATCH: usize = 32;
@@ -47,9 +47,10 @@ struct PreparedChunk {
 }
 
 pub(crate) fn check_name(collection: &str) -> Result<(), StoreError> {
-    if collection.is_empty() || collection.len() > MAX_NAME {
+    // Characters, not bytes: JSON Schema's maxLength (openapi.yaml) counts them.
+    if collection.is_empty() || collection.chars().count() > MAX_NAME {
         return Err(StoreError::Invalid(format!(
-            "collection must be 1 to {MAX_NAME} bytes long"
+            "collection must be 1 to {MAX_NAME} characters long"
         )));
     }
     Ok(())
