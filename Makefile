@@ -11,7 +11,7 @@ MODELS_DIR  ?= $(DATA_DIR)/models
 TEST_MODELS := $(CURDIR)/target/test-models
 TEST_LIB    := $(TEST_MODELS)/lib/libonnxruntime.so
 APT_PACKAGES := cmake clang libclang-dev wrk chromium iproute2
-PIP_PACKAGES := 'gguf==0.19.*' numpy openai
+PIP_PACKAGES := 'gguf==0.19.*' numpy openai 'schemathesis==4.32.5' jsonschema pyyaml
 
 BIN := target/release/tabagent
 
@@ -31,6 +31,9 @@ test: deps test-extension
 	$(CARGO) build --release
 	$(PYTHON) assets/fetch_models.py --models-dir "$(TEST_MODELS)" --lib-dir "$(TEST_MODELS)/lib"
 	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release
+	# openapi.yaml against the real binary: schemathesis (every operation, every
+	# check), then the /api/events stream against its event schema.
+	ORT_DYLIB_PATH="$(TEST_LIB)" PYTHON="$(PYTHON)" sh tests/schemathesis/run.sh $(BIN) "$(TEST_MODELS)"
 	# The extension in headless Chromium against the real binary and models
 	# (native messaging, then WebRTC), in a loopback-only network namespace.
 	ORT_DYLIB_PATH="$(TEST_LIB)" sh extension/test/e2e/run-real.sh $(BIN) "$(TEST_MODELS)"
@@ -68,7 +71,7 @@ apt:
 	fi
 
 pip:
-	@$(PYTHON) -c "import gguf, numpy, openai" 2>/dev/null || $(PYTHON) -m pip install -q $(PIP_PACKAGES)
+	@$(PYTHON) -c "import gguf, numpy, openai, jsonschema, yaml; from importlib.metadata import version; assert version('schemathesis') == '4.32.5'" 2>/dev/null || $(PYTHON) -m pip install -q $(PIP_PACKAGES)
 
 clean:
 	$(CARGO) clean

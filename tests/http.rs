@@ -164,6 +164,57 @@ fn errors_are_problem_json_with_an_openai_error() {
 }
 
 #[test]
+fn rest_values_are_typed_by_the_route_and_405_says_allow() {
+    let server = HttpServer::start();
+    // Names that look like numbers or booleans stay names.
+    let saved = server.post(
+        "/api/sessions/123/messages",
+        &json!({"role": "user", "content": "hi"}),
+    );
+    saved.assert_status(200);
+    let page = server.get("/api/sessions/123/messages?limit=5").ok_json();
+    assert_eq!(
+        (
+            page["session_id"].clone(),
+            page["messages"][0]["content"].clone()
+        ),
+        (json!("123"), json!("hi")),
+        "{page}"
+    );
+    server
+        .get("/api/sessions?search=123&limit=1")
+        .assert_status(200);
+    server.get("/api/sessions/true/messages").assert_status(200);
+    // A documented integer that is not one is refused, naming its type.
+    let bad = server.get("/api/sessions/123/messages?limit=ten");
+    bad.assert_status(400);
+    // RFC 9110: a 405 lists the methods the path takes.
+    let wrong = http(server.addr, "DELETE", "/api/params", &[], None);
+    wrong.assert_status(405);
+    assert_eq!(wrong.header("Allow"), Some("GET, PATCH"));
+    // A PATCH without a body is a mistake, not an empty change.
+    let empty = http(server.addr, "PATCH", "/api/params", &[], None);
+    empty.assert_status(400);
+    assert!(
+        empty.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("needs a JSON object body"),
+        "{}",
+        empty.json()
+    );
+    // JSON's 2.0 is the integer 2.
+    let set = http(
+        server.addr,
+        "PATCH",
+        "/api/params",
+        &[],
+        Some(br#"{"top_k": 2.0}"#),
+    );
+    assert_eq!(set.ok_json()["top_k"], 2);
+}
+
+#[test]
 fn rest_and_rpc_reach_the_same_handler() {
     let server = HttpServer::start();
     let set = http(

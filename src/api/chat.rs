@@ -17,11 +17,13 @@ pub struct ChatMessage {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // the names are llama.cpp's and OpenAI's, documented in openapi.yaml
 pub struct Sampling {
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
+    // f64, as JSON's numbers are: an f32 would round a value just outside a
+    // bound onto it (and 5e-324 to 0) before the bound is checked.
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
     pub top_k: Option<u32>,
-    pub min_p: Option<f32>,
-    pub repeat_penalty: Option<f32>,
+    pub min_p: Option<f64>,
+    pub repeat_penalty: Option<f64>,
     pub seed: Option<u32>,
     pub max_tokens: Option<u32>,
     #[serde(default)]

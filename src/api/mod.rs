@@ -299,12 +299,42 @@ pub fn request_from_value(value: Value) -> Result<(RequestId, Request), (Request
             ));
         }
     }
+    integral_floats_as_integers(&mut object);
     match serde_json::from_value::<Request>(Value::Object(object)) {
         Ok(request) => Ok((id, request)),
         Err(e) => Err((
             id,
             ApiError::bad_request(describe_serde_error(&e.to_string())),
         )),
+    }
+}
+
+/// JSON has one kind of number, and `2.0` is the integer 2 (JSON Schema and
+/// openapi.yaml's `type: integer` agree), but serde refuses a float for an
+/// integer field. So integral floats among a request's fields, and in their
+/// lists (`tokens`), become integers; `metadata` is the client's, kept as sent.
+fn integral_floats_as_integers(object: &mut serde_json::Map<String, Value>) {
+    for (_, value) in object.iter_mut().filter(|(key, _)| *key != "metadata") {
+        match value {
+            Value::Array(items) => items.iter_mut().for_each(float_as_integer),
+            value => float_as_integer(value),
+        }
+    }
+}
+
+fn float_as_integer(value: &mut Value) {
+    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+    let Some(float) = value
+        .as_f64()
+        .filter(|f| value.is_f64() && f.fract() == 0.0)
+    else {
+        return;
+    };
+    // In range, `as` is exact here: the value is a whole number.
+    if (-TWO_POW_63..TWO_POW_63).contains(&float) {
+        *value = Value::from(float as i64);
+    } else if (0.0..2.0 * TWO_POW_63).contains(&float) {
+        *value = Value::from(float as u64);
     }
 }
 
@@ -464,6 +494,24 @@ mod tests {
             assert_eq!(out["done"], true);
             assert_eq!(out["response_type"], "Error");
         }
+    }
+
+    #[test]
+    fn integral_floats_are_integers_except_in_metadata() {
+        let body = br#"{"request_type": "Detokenize", "tokens": [1.0, 2, -3.0]}"#;
+        let Ok((_, Request::Detokenize(request))) = parse_request(body) else {
+            panic!("2.0 is an integer")
+        };
+        assert_eq!(request.tokens, [1, 2, -3]);
+        let (_, e) =
+            parse_request(br#"{"request_type": "Detokenize", "tokens": [1.5]}"#).unwrap_err();
+        assert_eq!(e.status, 400);
+        let body = br#"{"request_type": "SaveMessage", "session_id": "s", "role": "user",
+            "content": "c", "metadata": [2.0]}"#;
+        let Ok((_, Request::SaveMessage(request))) = parse_request(body) else {
+            panic!()
+        };
+        assert_eq!(request.metadata.unwrap(), serde_json::json!([2.0]));
     }
 
     #[test]

@@ -87,12 +87,13 @@ pub struct Resources {
 #[serde(default)]
 #[allow(missing_docs)] // documented in openapi.yaml (GenerationParams)
 pub struct GenerationParams {
-    pub temperature: f32,
-    pub top_p: f32,
+    // f64 as in Sampling; the engine takes f32 (engine/text.rs).
+    pub temperature: f64,
+    pub top_p: f64,
     pub top_k: u32,
-    pub min_p: f32,
+    pub min_p: f64,
     pub max_tokens: u32,
-    pub repeat_penalty: f32,
+    pub repeat_penalty: f64,
     /// None: a fresh random seed per request.
     pub seed: Option<u32>,
     pub context_size: u32,
@@ -121,12 +122,12 @@ impl Default for GenerationParams {
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)] // as GenerationParams
 pub struct ParamsPatch {
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
     pub top_k: Option<u32>,
-    pub min_p: Option<f32>,
+    pub min_p: Option<f64>,
     pub max_tokens: Option<u32>,
-    pub repeat_penalty: Option<f32>,
+    pub repeat_penalty: Option<f64>,
     /// `null` is "leave as is"; a negative number clears the fixed seed.
     pub seed: Option<i64>,
     pub context_size: Option<u32>,

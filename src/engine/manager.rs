@@ -151,7 +151,7 @@ fn wrong_kind(file: &ModelFile, wanted: ModelKind) -> ApiError {
         ModelKind::Chat => "a GGUF chat model",
         _ => "an ONNX embedding model",
     };
-    ApiError::bad_request(format!("{} is {what}; this request needs {need}", file.id))
+    ApiError::invalid(format!("{} is {what}; this request needs {need}", file.id))
 }
 
 /// A model id's state.

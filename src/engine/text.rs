@@ -35,14 +35,26 @@ impl SamplingConfig {
         request: &Sampling,
         defaults: &GenerationParams,
     ) -> Result<SamplingConfig, ApiError> {
-        let config = SamplingConfig {
+        let params = GenerationParams {
             temperature: request.temperature.unwrap_or(defaults.temperature),
             top_p: request.top_p.unwrap_or(defaults.top_p),
             top_k: request.top_k.unwrap_or(defaults.top_k),
             min_p: request.min_p.unwrap_or(defaults.min_p),
-            repeat_penalty: request.repeat_penalty.unwrap_or(defaults.repeat_penalty),
-            seed: request.seed.or(defaults.seed).unwrap_or_else(random_seed),
             max_tokens: request.max_tokens.unwrap_or(defaults.max_tokens),
+            repeat_penalty: request.repeat_penalty.unwrap_or(defaults.repeat_penalty),
+            ..defaults.clone()
+        };
+        // The same limits SetParams enforces, checked by the same function,
+        // on the values as sent (before they are rounded to f32).
+        crate::params::validate(&params)?;
+        let config = SamplingConfig {
+            temperature: params.temperature as f32,
+            top_p: params.top_p as f32,
+            top_k: params.top_k,
+            min_p: params.min_p as f32,
+            repeat_penalty: params.repeat_penalty as f32,
+            seed: request.seed.or(defaults.seed).unwrap_or_else(random_seed),
+            max_tokens: params.max_tokens,
             stop: request
                 .stop
                 .iter()
@@ -50,16 +62,6 @@ impl SamplingConfig {
                 .cloned()
                 .collect(),
         };
-        // The same limits SetParams enforces, checked by the same function.
-        crate::params::validate(&GenerationParams {
-            temperature: config.temperature,
-            top_p: config.top_p,
-            top_k: config.top_k,
-            min_p: config.min_p,
-            max_tokens: config.max_tokens,
-            repeat_penalty: config.repeat_penalty,
-            ..defaults.clone()
-        })?;
         if config.stop.len() > 16 {
             return Err(ApiError::invalid("at most 16 stop sequences"));
         }

@@ -20,6 +20,9 @@ use crate::engine::text::{SamplingConfig, TextModel};
 use crate::error::ApiError;
 use crate::jobs::{Job, JobContext, Lane};
 
+/// The roles a Chat request's messages may have (openapi.yaml's ChatMessage).
+const CHAT_ROLES: [&str; 3] = ["system", "user", "assistant"];
+
 /// Prompt size against the context, for trimming a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenBudget {
@@ -178,6 +181,18 @@ impl Handler {
     }
 
     pub(super) fn chat(&self, request: ChatRequest) -> Outcome {
+        // Templates render any role, so a typo would reach the model unnoticed.
+        if let Some(message) = request
+            .messages
+            .iter()
+            .find(|m| !CHAT_ROLES.contains(&m.role.as_str()))
+        {
+            return Outcome::Reply(Response::error(ApiError::invalid(format!(
+                "role {:?} is not one of {}",
+                message.role,
+                CHAT_ROLES.join(", ")
+            ))));
+        }
         let runner = self.chat_runner();
         Outcome::Job(Job::new(Lane::Model, move |ctx| {
             runner

@@ -302,7 +302,7 @@ fn unknown_and_corrupt_models_get_clear_errors() {
     );
 
     let wrong = fixture.call(chat("w", "minilm", true));
-    assert_error(&wrong, 400, "embedding");
+    assert_error(&wrong, 422, "embedding");
 }
 
 #[test]

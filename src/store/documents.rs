@@ -24,7 +24,7 @@ use crate::api::{
 
 /// The largest document accepted, in bytes of text.
 pub const MAX_DOCUMENT_BYTES: usize = 32 << 20;
-/// The longest collection name, in bytes.
+/// The longest collection name, in characters.
 pub const MAX_NAME: usize = 256;
 /// A document checked and cut into chunks, waiting for one vector per chunk
 /// ([`super::Store::chunk_document`], then [`super::Store::add_document`]).
@@ -48,9 +48,10 @@ impl ChunkedDocument {
 }
 
 pub(crate) fn check_name(collection: &str) -> Result<(), StoreError> {
-    if collection.is_empty() || collection.len() > MAX_NAME {
+    // Characters, not bytes: JSON Schema's maxLength (openapi.yaml) counts them.
+    if collection.is_empty() || collection.chars().count() > MAX_NAME {
         return Err(StoreError::Invalid(format!(
-            "collection must be 1 to {MAX_NAME} bytes long"
+            "collection must be 1 to {MAX_NAME} characters long"
         )));
     }
     Ok(())

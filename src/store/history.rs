@@ -18,7 +18,7 @@ use crate::api::{
 
 /// The roles a message may have.
 pub const ROLES: &[&str] = &["system", "user", "assistant", "tool"];
-/// The longest session id accepted, in bytes.
+/// The longest session id accepted, in characters.
 pub const MAX_SESSION_ID: usize = 256;
 /// The default page size of ChatHistory and ListSessions.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -61,9 +61,10 @@ impl NewMessage {
 }
 
 pub(crate) fn check_session_id(session_id: &str) -> Result<(), StoreError> {
-    if session_id.is_empty() || session_id.len() > MAX_SESSION_ID {
+    // Characters, not bytes: JSON Schema's maxLength (openapi.yaml) counts them.
+    if session_id.is_empty() || session_id.chars().count() > MAX_SESSION_ID {
         return Err(StoreError::Invalid(format!(
-            "session_id must be 1 to {MAX_SESSION_ID} bytes long"
+            "session_id must be 1 to {MAX_SESSION_ID} characters long"
         )));
     }
     Ok(())

@@ -229,6 +229,7 @@ impl Worker {
             cors_origin: None,
             started,
             model: None,
+            allow: None,
         };
         let parsed = match self.check(&mut request, &mut context) {
             Ok(Checked::Request(parsed)) => parsed,
@@ -263,7 +264,14 @@ impl Worker {
         });
         let Some(reply) = inline else { return };
         match (waiting, sink_used) {
-            (Some(request), _) => render(context.shape, &reply, &context).send(request, &context),
+            (Some(request), _) => {
+                let answer = render(context.shape, &reply, &context);
+                match &context.allow {
+                    Some(allow) => answer.with_header("Allow", allow),
+                    None => answer,
+                }
+                .send(request, &context)
+            }
             // The request went to a sink, then failed inline (a panic).
             (None, Some(sink)) => {
                 sink.deliver(reply);
@@ -288,7 +296,10 @@ impl Worker {
         let (route, params) = match routes::find(request.method(), path) {
             Match::Found(route, params) => (route, params),
             Match::WrongMethod(allowed) => {
-                let detail = format!("{path} takes {}", allowed.join(", "));
+                // RFC 9110 (15.5.6): a 405 lists the path's methods in Allow.
+                let allow = allowed.join(", ");
+                let detail = format!("{path} takes {allow}");
+                context.allow = Some(allow);
                 return Err(ApiError::new(
                     405,
                     "method-not-allowed",
@@ -414,7 +425,7 @@ fn rest_request(
     let body = openai::translate(route.shape, body)
         .and_then(|body| openai_embeddings::translate(route.shape, body))
         .map_err(|detail| (RequestId::NONE, ApiError::bad_request(detail)))?;
-    let object = routes::request_object(route.request_type, body, query, params)
+    let object = routes::request_object(route, body, query, params)
         .map_err(|detail| (RequestId::NONE, ApiError::bad_request(detail)))?;
     api::request_from_value(object)
 }

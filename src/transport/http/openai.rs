@@ -42,14 +42,18 @@ pub fn translate(shape: Shape, body: Option<Value>) -> Result<Option<Value>, Str
                 copy(key, key);
             }
             copy("max_completion_tokens", "max_tokens");
-            if let Some(n) = body.get("n").and_then(Value::as_u64).filter(|n| *n != 1) {
-                return Err(format!("n = {n} is not supported: one choice per request"));
+            match body.get("n") {
+                None | Some(Value::Null) => {}
+                Some(n) if n.as_u64() == Some(1) => {}
+                Some(n) => return Err(format!("n = {n} is not supported: one choice per request")),
             }
             // OpenAI streams only when asked, unlike tabagent's own routes.
-            out.insert(
-                "stream".into(),
-                Value::Bool(body.get("stream").and_then(Value::as_bool).unwrap_or(false)),
-            );
+            let stream = match body.get("stream") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(stream)) => *stream,
+                Some(_) => return Err("stream must be true or false".into()),
+            };
+            out.insert("stream".into(), Value::Bool(stream));
             match body.get("stop") {
                 None | Some(Value::Null) => {}
                 Some(Value::String(stop)) => {
@@ -106,7 +110,10 @@ fn messages(value: Option<&Value>) -> Result<Value, String> {
             Some(Value::Array(parts)) => parts
                 .iter()
                 .map(|part| match part.get("type").and_then(Value::as_str) {
-                    Some("text") => Ok(part.get("text").and_then(Value::as_str).unwrap_or("")),
+                    Some("text") => part
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| "a text part needs a string `text`".to_string()),
                     other => Err(format!(
                         "content parts of type {} are not supported (text only)",
                         other.unwrap_or("?")

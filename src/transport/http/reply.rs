@@ -21,6 +21,8 @@ pub struct ReplyContext {
     pub started: Instant,
     /// The model a chat request named (OpenAI stream chunks carry it).
     pub model: Option<String>,
+    /// The methods a path takes, for the `Allow` of a 405.
+    pub allow: Option<String>,
 }
 
 /// One complete (non-streamed) HTTP answer.
@@ -29,8 +31,7 @@ pub struct Answer {
     content_type: &'static str,
     body: Vec<u8>,
     retry_after: Option<u32>,
-    /// The job that made it, sent as `X-Job-Id`.
-    job_id: Option<JobId>,
+    headers: Vec<Header>,
 }
 
 impl Answer {
@@ -41,7 +42,7 @@ impl Answer {
             content_type: "application/json",
             body,
             retry_after: None,
-            job_id: None,
+            headers: Vec::new(),
         }
     }
 
@@ -52,7 +53,7 @@ impl Answer {
             content_type,
             body,
             retry_after: None,
-            job_id: None,
+            headers: Vec::new(),
         }
     }
 
@@ -77,14 +78,22 @@ impl Answer {
             // A json! value always serializes.
             body: serde_json::to_vec(&body).expect("problem serializes"),
             retry_after: error.retry_after,
-            job_id: None,
+            headers: Vec::new(),
         }
     }
 
-    /// Names the job that made it.
-    pub fn with_job(mut self, job_id: Option<JobId>) -> Answer {
-        self.job_id = job_id;
+    /// The same answer with one more header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Answer {
+        self.headers.push(header(name, value));
         self
+    }
+
+    /// Names the job that made it.
+    pub fn with_job(self, job_id: Option<JobId>) -> Answer {
+        match job_id {
+            Some(job) => self.with_header(JOB_HEADER, &job.to_string()),
+            None => self,
+        }
     }
 
     /// The body's size.
@@ -100,11 +109,12 @@ impl Answer {
         if let Some(seconds) = self.retry_after {
             response.add_header(header("Retry-After", &seconds.to_string()));
         }
-        if let Some(job) = self.job_id {
-            response.add_header(header(JOB_HEADER, &job.to_string()));
-        }
-        for cors in cors_headers(context.cors_origin.as_deref()) {
-            response.add_header(cors);
+        for extra in self
+            .headers
+            .into_iter()
+            .chain(cors_headers(context.cors_origin.as_deref()))
+        {
+            response.add_header(extra);
         }
         if let Err(e) = request.respond(response) {
             log::debug!("could not send a response: {e}");

@@ -30,6 +30,18 @@ pub enum Shape {
     Rerank,
 }
 
+/// The JSON type of a query or path value that is not a string. Values are
+/// typed by what the route documents for their name, never by their look: a
+/// session named `123` stays the string `"123"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An integer (`limit=10`); text that is not one stays a string, which the
+    /// request's own parsing then refuses with a 400 naming the field.
+    Integer,
+    /// `true` or `false`.
+    Boolean,
+}
+
 /// One route.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
@@ -41,6 +53,12 @@ pub struct Route {
     pub request_type: &'static str,
     /// Its wire shape.
     pub shape: Shape,
+    /// Query and path values that are not strings, as openapi.yaml types them.
+    pub typed: &'static [(&'static str, Kind)],
+    /// Whether a request without a body is refused (openapi.yaml's
+    /// `requestBody.required`): a PATCH with nothing in it is a client's
+    /// mistake, not an empty change.
+    pub body_required: bool,
 }
 
 const fn route(method: &'static str, path: &'static str, request_type: &'static str) -> Route {
@@ -49,128 +67,128 @@ const fn route(method: &'static str, path: &'static str, request_type: &'static 
         path,
         request_type,
         shape: Shape::Tabagent,
+        typed: &[],
+        body_required: false,
     }
 }
+
+impl Route {
+    const fn shape(self, shape: Shape) -> Route {
+        Route { shape, ..self }
+    }
+
+    const fn typed(self, typed: &'static [(&'static str, Kind)]) -> Route {
+        Route { typed, ..self }
+    }
+
+    const fn body(self) -> Route {
+        Route {
+            body_required: true,
+            ..self
+        }
+    }
+
+    /// The documented type of the query or path value `name`.
+    fn kind(&self, name: &str) -> Option<Kind> {
+        self.typed.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+    }
+}
+
+const FORCE: &[(&str, Kind)] = &[("force", Kind::Boolean)];
+const SIZING: &[(&str, Kind)] = &[("context_size", Kind::Integer)];
+const DOCUMENT: &[(&str, Kind)] = &[("document_id", Kind::Integer)];
+const PAGE: &[(&str, Kind)] = &[("limit", Kind::Integer)];
+const HISTORY_PAGE: &[(&str, Kind)] = &[("limit", Kind::Integer), ("before", Kind::Integer)];
 
 /// Every route the server answers (besides CORS preflight `OPTIONS`).
 pub const ROUTES: &[Route] = &[
     route("GET", "/health", "Health"),
-    Route {
-        method: "GET",
-        path: "/openapi.yaml",
-        request_type: "",
-        shape: Shape::OpenApi,
-    },
-    Route {
-        method: "POST",
-        path: "/v1/rpc",
-        request_type: "",
-        shape: Shape::Rpc,
-    },
+    route("GET", "/openapi.yaml", "").shape(Shape::OpenApi),
+    route("POST", "/v1/rpc", "").shape(Shape::Rpc).body(),
     // OpenAI-compatible
-    Route {
-        method: "GET",
-        path: "/v1/models",
-        request_type: "ListModels",
-        shape: Shape::OpenAiModels,
-    },
-    Route {
-        method: "POST",
-        path: "/v1/chat/completions",
-        request_type: "Chat",
-        shape: Shape::OpenAiChat,
-    },
-    Route {
-        method: "POST",
-        path: "/v1/completions",
-        request_type: "Generate",
-        shape: Shape::OpenAiCompletion,
-    },
-    Route {
-        method: "POST",
-        path: "/v1/embeddings",
-        request_type: "Embeddings",
-        shape: Shape::OpenAiEmbeddings,
-    },
-    Route {
-        method: "POST",
-        path: "/v1/rerank",
-        request_type: "Rerank",
-        shape: Shape::Rerank,
-    },
+    route("GET", "/v1/models", "ListModels").shape(Shape::OpenAiModels),
+    route("POST", "/v1/chat/completions", "Chat")
+        .shape(Shape::OpenAiChat)
+        .body(),
+    route("POST", "/v1/completions", "Generate")
+        .shape(Shape::OpenAiCompletion)
+        .body(),
+    route("POST", "/v1/embeddings", "Embeddings")
+        .shape(Shape::OpenAiEmbeddings)
+        .body(),
+    route("POST", "/v1/rerank", "Rerank")
+        .shape(Shape::Rerank)
+        .body(),
     // llama.cpp server-compatible
-    Route {
-        method: "POST",
-        path: "/tokenize",
-        request_type: "Tokenize",
-        shape: Shape::LlamaTokenize,
-    },
-    Route {
-        method: "POST",
-        path: "/detokenize",
-        request_type: "Detokenize",
-        shape: Shape::LlamaDetokenize,
-    },
+    route("POST", "/tokenize", "Tokenize")
+        .shape(Shape::LlamaTokenize)
+        .body(),
+    route("POST", "/detokenize", "Detokenize")
+        .shape(Shape::LlamaDetokenize)
+        .body(),
     // chat & generation
-    route("POST", "/api/chat", "Chat"),
-    route("POST", "/api/generate", "Generate"),
-    route("POST", "/api/responses", "Responses"),
+    route("POST", "/api/chat", "Chat").body(),
+    route("POST", "/api/generate", "Generate").body(),
+    route("POST", "/api/responses", "Responses").body(),
     route("POST", "/api/generations/{job_id}/stop", "StopGeneration"),
     route("GET", "/api/generations/{job_id}", "GetHaltStatus"),
-    route("POST", "/api/tokenize", "Tokenize"),
-    route("POST", "/api/detokenize", "Detokenize"),
+    route("POST", "/api/tokenize", "Tokenize").body(),
+    route("POST", "/api/detokenize", "Detokenize").body(),
     // models
     route("GET", "/api/models", "ListModels"),
     route("GET", "/api/models/{model}", "ModelInfo"),
-    route("DELETE", "/api/models/{model}", "DeleteModel"),
+    route("DELETE", "/api/models/{model}", "DeleteModel").typed(FORCE),
     route("POST", "/api/models/{model}/load", "LoadModel"),
     route("POST", "/api/models/{model}/unload", "UnloadModel"),
-    route("GET", "/api/models/{model}/memory", "EstimateMemory"),
+    route("GET", "/api/models/{model}/memory", "EstimateMemory").typed(SIZING),
     route(
         "GET",
         "/api/models/{model}/compatibility",
         "CheckCompatibility",
-    ),
-    route("POST", "/api/pull", "PullModel"),
+    )
+    .typed(SIZING),
+    route("POST", "/api/pull", "PullModel").body(),
     route("GET", "/api/loaded", "ListLoadedModels"),
-    route("PUT", "/api/selection", "SelectModel"),
+    route("PUT", "/api/selection", "SelectModel").body(),
     route("GET", "/api/recipes", "GetRecipes"),
     route("GET", "/api/registry", "GetRegisteredModels"),
     // embeddings & retrieval
-    route("POST", "/api/embeddings", "Embeddings"),
-    route("POST", "/api/rerank", "Rerank"),
+    route("POST", "/api/embeddings", "Embeddings").body(),
+    route("POST", "/api/rerank", "Rerank").body(),
     route("GET", "/api/collections", "ListCollections"),
-    route("POST", "/api/collections/{collection}/query", "RagQuery"),
+    route("POST", "/api/collections/{collection}/query", "RagQuery").body(),
     route(
         "POST",
         "/api/collections/{collection}/documents",
         "AddDocument",
-    ),
+    )
+    .body(),
     route(
         "DELETE",
         "/api/collections/{collection}/documents/{document_id}",
         "DeleteDocument",
-    ),
+    )
+    .typed(DOCUMENT),
     route(
         "POST",
         "/api/collections/{collection}/clear",
         "ClearCollection",
     ),
     // history
-    route("GET", "/api/sessions", "ListSessions"),
-    route("GET", "/api/sessions/{session_id}/messages", "ChatHistory"),
-    route("POST", "/api/sessions/{session_id}/messages", "SaveMessage"),
+    route("GET", "/api/sessions", "ListSessions").typed(PAGE),
+    route("GET", "/api/sessions/{session_id}/messages", "ChatHistory").typed(HISTORY_PAGE),
+    route("POST", "/api/sessions/{session_id}/messages", "SaveMessage").body(),
     route("DELETE", "/api/sessions/{session_id}", "DeleteSession"),
     // system
     route("GET", "/api/system", "SystemInfo"),
     route("GET", "/api/stats", "GetStats"),
     route("GET", "/api/resources", "GetResources"),
     route("GET", "/api/params", "GetParams"),
-    route("PATCH", "/api/params", "SetParams"),
+    route("PATCH", "/api/params", "SetParams").body(),
     // WebRTC signaling
     route("POST", "/v1/webrtc/offer", "CreateWebRtcOffer"),
-    route("POST", "/v1/webrtc/answer", "SubmitWebRtcAnswer"),
-    route("POST", "/v1/webrtc/ice", "AddIceCandidate"),
+    route("POST", "/v1/webrtc/answer", "SubmitWebRtcAnswer").body(),
+    route("POST", "/v1/webrtc/ice", "AddIceCandidate").body(),
     route("GET", "/v1/webrtc/session/{session_id}", "GetWebRtcSession"),
     route("GET", "/v1/webrtc/sessions", "ListWebRtcSessions"),
     route(
@@ -234,14 +252,21 @@ fn match_path(pattern: &'static str, path: &str) -> Option<Vec<(&'static str, St
 }
 
 /// Builds the JSON object of a request: body fields, then query fields, then
-/// path fields (each later source wins), then `request_type`.
+/// path fields (each later source wins), then `request_type`. Query and path
+/// values are strings unless the route types their name ([`Kind`]).
 pub fn request_object(
-    request_type: &str,
+    route: &Route,
     body: Option<Value>,
     query: &str,
     path_params: Vec<(&'static str, String)>,
 ) -> Result<Value, String> {
     let mut object = match body {
+        None if route.body_required => {
+            return Err(format!(
+                "{} {} needs a JSON object body",
+                route.method, route.path
+            ));
+        }
         None => Map::new(),
         Some(Value::Object(object)) => object,
         Some(_) => return Err("the request body must be a JSON object".into()),
@@ -252,25 +277,32 @@ pub fn request_object(
             percent_decode(&key.replace('+', " ")).ok_or("the query string is not valid UTF-8")?;
         let value = percent_decode(&value.replace('+', " "))
             .ok_or("the query string is not valid UTF-8")?;
-        object.insert(key, typed(value));
+        let value = typed(route.kind(&key), value);
+        object.insert(key, value);
     }
     for (name, value) in path_params {
-        object.insert(name.to_string(), typed(value));
+        object.insert(name.to_string(), typed(route.kind(name), value));
     }
     object.insert(
         "request_type".into(),
-        Value::String(request_type.to_string()),
+        Value::String(route.request_type.to_string()),
     );
     Ok(Value::Object(object))
 }
 
-/// A query or path value as the JSON it looks like: `10` a number, `true` a
-/// boolean, anything else a string.
-fn typed(text: String) -> Value {
-    match serde_json::from_str::<Value>(&text) {
-        Ok(value @ (Value::Number(_) | Value::Bool(_))) => value,
-        _ => Value::String(text),
-    }
+/// A query or path value as the JSON its documented kind says; text that is
+/// not of that kind stays a string, for the request's parsing to refuse.
+fn typed(kind: Option<Kind>, text: String) -> Value {
+    let value = match kind {
+        Some(Kind::Integer) => text
+            .parse::<i64>()
+            .map(Value::from)
+            .or_else(|_| text.parse::<u64>().map(Value::from))
+            .ok(),
+        Some(Kind::Boolean) => text.parse::<bool>().ok().map(Value::Bool),
+        None => None,
+    };
+    value.unwrap_or(Value::String(text))
 }
 
 /// Decodes `%XX` escapes; None when the result is not UTF-8 or an escape is broken.
@@ -280,8 +312,13 @@ fn percent_decode(text: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = bytes.get(i + 1..i + 3)?;
+            // from_str_radix alone would also take a sign: `%+1`.
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            // Two ASCII hex digits always parse.
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -292,62 +329,4 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_match_with_parameters() {
-        let Match::Found(route, params) = find(&Method::Get, "/api/sessions/a%20b/messages") else {
-            panic!()
-        };
-        assert_eq!(route.request_type, "ChatHistory");
-        assert_eq!(params, [("session_id", "a b".to_string())]);
-        assert!(matches!(find(&Method::Put, "/health"), Match::WrongMethod(m) if m == ["GET"]));
-        assert!(matches!(find(&Method::Get, "/nope"), Match::NotFound));
-        assert!(matches!(
-            find(&Method::Get, "/api/models/"),
-            Match::NotFound
-        ));
-    }
-
-    #[test]
-    fn body_query_and_path_make_one_request() {
-        let body = serde_json::json!({"limit": 1, "role": "user"});
-        let object = request_object(
-            "ChatHistory",
-            Some(body),
-            "limit=10&order=oldest",
-            vec![("session_id", "s".into())],
-        )
-        .unwrap();
-        assert_eq!(object["limit"], 10);
-        assert_eq!(object["order"], "oldest");
-        assert_eq!(object["session_id"], "s");
-        assert_eq!(object["request_type"], "ChatHistory");
-        assert!(request_object("Health", Some(serde_json::json!([1])), "", vec![]).is_err());
-    }
-
-    #[test]
-    fn every_request_type_has_a_route() {
-        // Request types reachable only through /v1/rpc would surprise REST users.
-        let source = include_str!("../../api/mod.rs");
-        let enum_body = source
-            .split("pub enum Request {")
-            .nth(1)
-            .unwrap()
-            .split('}')
-            .next()
-            .unwrap();
-        for line in enum_body
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.starts_with("//") && l.contains('('))
-        {
-            let name = line.split('(').next().unwrap();
-            assert!(
-                ROUTES.iter().any(|r| r.request_type == name),
-                "{name} has no HTTP route"
-            );
-        }
-    }
-}
+mod tests;
