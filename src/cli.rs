@@ -228,11 +228,12 @@ TABAGENT_HTTP_BODY_DEADLINE seconds for a whole body [120] (then 408),
 TABAGENT_HTTP_KEEP_ALIVE_TIMEOUT idle seconds between requests [15],
 TABAGENT_HTTP_MAX_CONNECTIONS [256] (more wait in the backlog),
 TABAGENT_HTTP_MAX_REQUEST_LINE bytes [8192] (414), TABAGENT_HTTP_MAX_HEADERS
-[100] and TABAGENT_HTTP_MAX_HEADER_BYTES [65536] (431), TABAGENT_MAX_BODY_BYTES
-[67108864] (413). TABAGENT_SEND_TIMEOUT: seconds a client may stop reading
-before its stream is ended [30]; TABAGENT_SEND_QUEUE_BYTES queued per reply
-stream before it is ended [4194304]; TABAGENT_HTTP_SEND_BUFFER: SO_SNDBUF of
-accepted sockets in bytes [0: the system's].
+[100] and TABAGENT_HTTP_MAX_HEADER_BYTES [65536] (431); bodies are at most
+TABAGENT_MAX_BODY_BYTES [67108864] (413). TABAGENT_SEND_TIMEOUT: seconds a client
+may stop reading before its stream is ended [30; 0: no limit];
+TABAGENT_SEND_QUEUE_BYTES queued per reply stream before it is ended [4194304];
+TABAGENT_HTTP_SEND_BUFFER: SO_SNDBUF of accepted sockets in bytes [0: the
+system's].
 
 When a browser starts tabagent with a chrome-extension:// origin as its first
 argument, it serves native messaging on stdin/stdout only.

@@ -293,11 +293,19 @@ impl ClientConnection {
         } else {
             limits.head_timeout
         };
-        match fill(reader, &Timer::new(idle, None)) {
-            Ok([]) => return Err(ReadError::Idle),
-            Ok(_) => (),
-            Err(e) if is_timeout(&e) => return Err(ReadError::Idle),
-            Err(e) => return Err(ReadError::ReadIoError(e)),
+        // The idle time counts from the end of the previous response: while
+        // that is still being written, waiting goes on.
+        loop {
+            match fill(reader, &Timer::new(idle, None)) {
+                Ok([]) => return Err(ReadError::Idle),
+                Ok(_) => break,
+                Err(e) if is_timeout(&e) && !self.sink.last_done() => self.sink.wait_for_last(),
+                Err(e) if is_timeout(&e) => return Err(ReadError::Idle),
+                Err(e) => return Err(ReadError::ReadIoError(e)),
+            }
+            if self.close_after.load(Ordering::SeqCst) {
+                return Err(ReadError::Idle);
+            }
         }
         self.served = true;
 
@@ -413,6 +421,13 @@ impl ClientConnection {
                     ),
                 ));
             }
+        }
+
+        // A response with `Connection: close` ends the connection: a request
+        // sent before it was complete (pipelined) is not served.
+        self.sink.wait_for_last();
+        if self.close_after.load(Ordering::SeqCst) {
+            return Err(ReadError::Idle);
         }
 
         // building the writer for the request
@@ -647,13 +662,6 @@ impl Iterator for ClientConnection {
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
-            return None;
-        }
-
-        // Patched: the keep-alive timeout runs from the end of the previous
-        // response, and a response with `Connection: close` ends here.
-        self.sink.wait_for_last();
-        if self.close_after.load(Ordering::SeqCst) {
             return None;
         }
 

@@ -117,6 +117,8 @@ mod client;
 mod common;
 mod connection;
 mod limits;
+#[cfg(test)]
+mod patch_tests;
 mod request;
 mod response;
 mod test;

@@ -2,7 +2,7 @@ use std::io::Result as IoResult;
 use std::io::{Read, Write};
 
 use std::sync::mpsc::channel;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use std::mem;
@@ -95,6 +95,18 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
         if let Some(trigger) = self.next_trigger.take() {
             let _ = trigger.recv();
         }
+    }
+
+    /// Patched: whether the writer handed out last has been dropped.
+    pub fn last_done(&mut self) -> bool {
+        let done = match &self.next_trigger {
+            Some(trigger) => !matches!(trigger.try_recv(), Err(TryRecvError::Empty)),
+            None => true,
+        };
+        if done {
+            self.next_trigger = None;
+        }
+        done
     }
 }
 
