@@ -395,6 +395,9 @@ impl Worker {
 }
 
 /// What the checks before the handler found.
+// One value per request, moved once: boxing the large variant would only add
+// an allocation to every request.
+#[allow(clippy::large_enum_variant)]
 enum Checked {
     /// A request for the handler (or why it is not one).
     Request(Parsed),
