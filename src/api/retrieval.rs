@@ -43,8 +43,8 @@ pub struct RerankRequest {
     pub query: String,
     /// The candidates.
     pub documents: Vec<String>,
-    /// Keep only the best N.
-    pub top_n: Option<usize>,
+    /// Keep only the best N (a u32, as openapi.yaml bounds it).
+    pub top_n: Option<u32>,
 }
 
 /// Search a collection.

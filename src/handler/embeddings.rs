@@ -133,7 +133,7 @@ impl Handler {
         }
         self.embedding_job(model, ModelKind::Rerank, now, move |model| {
             let scorer = Scorer::EmbeddingSimilarity(model.embedder);
-            let results = scorer.rank(&query, &documents, top_n)?;
+            let results = scorer.rank(&query, &documents, top_n.map(|n| n as usize))?;
             Ok(Response::RerankResults(RerankResults {
                 model: scorer.model_id().to_string(),
                 method: scorer.method().to_string(),
