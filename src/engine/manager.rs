@@ -20,17 +20,19 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::Embedder;
-use super::gguf::{GgufFacts, read_facts};
 pub use super::limits::LoadOptions;
-use super::limits::{LoadBounds, LoadSettings, clamp_context, fit};
+use super::limits::LoadSettings;
 use super::text::TextModel;
-use crate::api::{LoadedModel, MemoryEstimate, ModelFormat, ModelKind, Selection, ServerEvent};
+use crate::api::{LoadedModel, ModelFormat, ModelKind, Selection, ServerEvent};
 use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::fsutil::write_atomic;
 use crate::jobs::lock;
 use crate::models::{ModelFile, model_at, scan_models};
 use crate::system::SystemProbe;
+
+mod memory;
+pub use memory::gguf_facts;
 
 /// A loaded model's engine.
 #[derive(Clone)]
@@ -548,141 +550,6 @@ impl ModelManager {
         self.tell_unloaded(&idle, UnloadReason::Idle);
         idle
     }
-
-    /// Weights + KV cache + overhead of `file` with a context of `context` tokens.
-    pub fn estimate(&self, file: &ModelFile, context: u32) -> Result<MemoryEstimate, ApiError> {
-        let (weights, kv, overhead, context) = match file.format {
-            ModelFormat::Gguf => {
-                let facts = gguf_facts(file)?;
-                let context = clamp_context(context, &facts);
-                let kv = facts
-                    .kv_bytes_per_token()
-                    .saturating_mul(u64::from(context));
-                (
-                    facts.tensor_bytes.max(1),
-                    kv,
-                    facts.overhead_bytes(context),
-                    context,
-                )
-            }
-            ModelFormat::Onnx => (file.size_bytes, 0, file.size_bytes / 2 + (16 << 20), 0),
-        };
-        Ok(MemoryEstimate {
-            model: file.id.clone(),
-            context_size: context,
-            weights_bytes: weights,
-            kv_cache_bytes: kv,
-            overhead_bytes: overhead,
-            // Header values can be anything: saturate, and a 507 follows.
-            total_bytes: weights.saturating_add(kv).saturating_add(overhead),
-        })
-    }
-
-    /// The bytes models may use in all: the configured budget, else what is
-    /// available now plus what loaded models already hold.
-    pub fn budget(&self) -> Result<u64, ApiError> {
-        if self.config.memory_budget > 0 {
-            return Ok(self.config.memory_budget);
-        }
-        let held: u64 = self.loaded().iter().map(|r| r.memory_bytes).sum();
-        Ok(self.system.available_memory()? + held)
-    }
-
-    /// Bytes loaded models hold, leaving `except` out.
-    pub fn held_bytes(&self, except: &str) -> u64 {
-        self.loaded()
-            .iter()
-            .filter(|r| r.file.id != except)
-            .map(|r| r.memory_bytes)
-            .sum()
-    }
-
-    /// The options a load of `file` uses ([`fit`] on its header): what the
-    /// client asked for, checked, and the defaults for the rest, fitted.
-    /// Nothing reaches llama.cpp that has not passed here.
-    pub fn fit(
-        &self,
-        file: &ModelFile,
-        defaults: LoadOptions,
-        asked: &LoadSettings,
-    ) -> Result<LoadOptions, ApiError> {
-        match file.format {
-            ModelFormat::Gguf => fit(defaults, asked, &gguf_facts(file)?),
-            ModelFormat::Onnx => {
-                // ONNX Runtime takes none of these; its threads are its own.
-                asked.check(&LoadBounds::machine())?;
-                Ok(defaults)
-            }
-        }
-    }
-
-    /// Frees room for `needed` bytes by evicting idle models, least recently
-    /// used first; 507 when it cannot fit. Returns the evicted models, to be
-    /// dropped outside the lock.
-    fn make_room(
-        &self,
-        slots: &mut HashMap<String, Slot>,
-        file: &ModelFile,
-        needed: u64,
-    ) -> Result<Vec<Arc<Resident>>, ApiError> {
-        let residents = || {
-            slots.values().filter_map(|s| match s {
-                Slot::Ready(r) => Some(r),
-                Slot::Loading => None,
-            })
-        };
-        let held: u64 = residents().map(|r| r.memory_bytes).sum();
-        let budget = if self.config.memory_budget > 0 {
-            self.config.memory_budget
-        } else {
-            self.system.available_memory()? + held
-        };
-        let mib = |b: u64| b.div_ceil(1 << 20);
-        if needed > budget {
-            return Err(ApiError::insufficient_memory(format!(
-                "{} needs about {} MiB; the memory budget is {} MiB",
-                file.id,
-                mib(needed),
-                mib(budget)
-            )));
-        }
-        let mut idle: Vec<(Instant, String, u64)> = residents()
-            .filter(|r| Arc::strong_count(r) == 1)
-            .map(|r| (*lock(&r.last_used), r.file.id.clone(), r.memory_bytes))
-            .collect();
-        idle.sort();
-        let mut free = budget - held.min(budget);
-        let mut evict = Vec::new();
-        for (_, id, bytes) in idle {
-            if free >= needed {
-                break;
-            }
-            free += bytes;
-            evict.push(id);
-        }
-        if free < needed {
-            return Err(ApiError::insufficient_memory(format!(
-                "{} needs about {} MiB; {} MiB are free and the models holding the rest are in use",
-                file.id,
-                mib(needed),
-                mib(free)
-            )));
-        }
-        let mut evicted = Vec::new();
-        for id in evict {
-            log::info!("unloading {id} to make room for {}", file.id);
-            if let Some(Slot::Ready(resident)) = slots.remove(&id) {
-                evicted.push(resident);
-            }
-        }
-        Ok(evicted)
-    }
-}
-
-/// A GGUF's header facts, or a 422 saying why the file is unusable.
-pub fn gguf_facts(file: &ModelFile) -> Result<GgufFacts, ApiError> {
-    read_facts(&file.path)
-        .map_err(|e| ApiError::invalid(format!("{} cannot be used: {e}", file.path.display())))
 }
 
 /// `selection.json` in the data dir.
