@@ -53,6 +53,7 @@ bench: deps build
 	$(PYTHON) assets/fetch_models.py --models-dir "$(TEST_MODELS)" --lib-dir "$(TEST_MODELS)/lib"
 	$(BENCH_ENV) $(CARGO) test --release --test bench_transport
 	$(BENCH_ENV) TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_llama
+	TABAGENT_TEST_MODELS="$(TEST_MODELS)" $(CARGO) test --release --test bench_structured
 	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_embed
 	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_store
 	$(CARGO) test --release --test bench_rtc

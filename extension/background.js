@@ -8,7 +8,7 @@ import { TabAgentClient } from './lib/client.js';
 import { CONNECTION_KEYS, DEFAULT_SETTINGS, loadSettings, parseSettings } from './lib/settings.js';
 import { RELAY_PORT_NAME } from './lib/protocol.js';
 import { Relay } from './lib/relay.js';
-import { RtcPortBroker, nativeTransport, webrtcTransport } from './lib/transports.js';
+import { RtcPortBroker, keyFromHost, nativeTransport, webrtcTransport } from './lib/transports.js';
 
 /** @type {import('./lib/settings.js').Settings} */
 let settings = { ...DEFAULT_SETTINGS };
@@ -21,8 +21,12 @@ const client = new TabAgentClient({
     webrtcTransport({
       chromeApi: chrome,
       broker,
-      // read fresh on every dial, so a just-saved URL or key is used at once
-      settings: () => loadSettings(chrome.storage.local),
+      // read fresh on every dial, so a just-saved URL or key is used at once;
+      // a key typed on the options page wins, else the native host's, if any
+      settings: async () => {
+        const s = await loadSettings(chrome.storage.local);
+        return s.apiKey ? s : { ...s, apiKey: (await keyFromHost(chrome)) ?? '' };
+      },
     }),
   ],
   preference: 'auto',

@@ -27,6 +27,7 @@ async function show() {
   apiKey.value = s.apiKey;
   $('ext-id').textContent = chrome.runtime.id;
   $('install-cmd').textContent = `tabagent install-host --extension-id ${chrome.runtime.id}`;
+  $('allow-cmd').textContent = `tabagent allow-extension ${chrome.runtime.id}`;
 }
 
 /** @param {SubmitEvent} ev */

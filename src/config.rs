@@ -182,7 +182,8 @@ settings! {
     models_dir: PathBuf = |d: &Defaults| d.data_dir.join("models"),
     /// Log filter (env_logger syntax): error, warn, info, debug, trace.
     log: String = |_: &Defaults| "info".to_string(),
-    /// Extra origins allowed by CORS (chrome-extension:// origins always are).
+    /// Extra origins allowed by CORS, besides the extensions `install-host`
+    /// and `allow-extension` recorded (`*`: any, only while a key is required).
     cors_origins: List = |_: &Defaults| List::default(),
     /// Extra names accepted in the Host header (the bound address and localhost always are).
     allowed_hosts: List = |_: &Defaults| List::default(),
@@ -235,6 +236,45 @@ settings! {
     webrtc_idle_timeout: Seconds = |_: &Defaults| Seconds(300),
     /// Largest data channel request in bytes (one message, or `Partial` frames).
     webrtc_max_message_bytes: usize = |_: &Defaults| 1 << 20,
+    /// The key HTTP clients send (empty: `api_key_file`, else `<data_dir>/token`,
+    /// made at first start).
+    api_key: Secret = |_: &Defaults| Secret::default(),
+    /// A file holding the key (empty: `<data_dir>/token`).
+    api_key_file: PathBuf = |_: &Defaults| PathBuf::new(),
+    /// Whether HTTP clients must send the key; false only with a loopback bind.
+    require_key: bool = |_: &Defaults| true,
+    /// WebRTC offers one address may make per minute; more get 429 (0: no limit).
+    webrtc_offers_per_minute: u32 = |_: &Defaults| 10,
+    /// Largest file a pull may fetch, in bytes (also capped by the free disk).
+    max_pull_bytes: u64 = |_: &Defaults| 64 << 30,
+    /// Whether pulls may fetch from loopback addresses, plain http included (tests).
+    allow_loopback_pulls: bool = |_: &Defaults| false,
+    /// Seconds a pull waits to connect, for an answer, or for more data.
+    pull_timeout: Seconds = |_: &Defaults| Seconds(30),
+    /// Seconds one pull may take in all (0: no limit).
+    pull_deadline: Seconds = |_: &Defaults| Seconds(0),
+}
+
+/// A secret setting: kept out of `Debug` output (and so out of logs).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "<secret>"
+        })
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Secret, String> {
+        Ok(Secret(text.trim().to_string()))
+    }
 }
 
 impl Config {

@@ -128,6 +128,13 @@ impl EventLoop {
         Ok(addresses)
     }
 
+    /// The key the native port hands to the extension (GetApiKey).
+    pub fn set_api_key(&mut self, key: Arc<crate::auth::KeySource>) {
+        if let Some(native) = self.native.as_mut() {
+            native.set_api_key(key);
+        }
+    }
+
     /// A handle for other threads.
     pub fn handle(&self) -> LoopHandle {
         self.handle.clone()

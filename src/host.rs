@@ -1,5 +1,7 @@
 //! `install-host` / `uninstall-host`: the native messaging host manifest that
-//! lets Chrome, Chromium, Edge and Brave start tabagent for our extension.
+//! lets Chrome, Chromium, Edge and Brave start tabagent for our extension;
+//! and the extensions the HTTP server lets in (`<data_dir>/extensions`, one
+//! id a line), which `install-host` and `allow-extension` record.
 
 use std::path::{Path, PathBuf};
 
@@ -29,15 +31,56 @@ pub fn manifest_dir(browser: &str, home: &Path, macos: bool) -> Option<PathBuf> 
     Some(home.join(relative).join("NativeMessagingHosts"))
 }
 
+/// Refuses anything but an extension id: 32 letters a-p.
+pub fn check_extension_id(id: &str) -> Result<(), String> {
+    if id.len() == 32 && id.bytes().all(|b| (b'a'..=b'p').contains(&b)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not an extension id (32 letters a-p, shown on chrome://extensions)"
+        ))
+    }
+}
+
+/// The file of allowed extension ids in a data dir.
+pub fn extensions_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("extensions")
+}
+
+/// The extension ids recorded in `data_dir` (none when there is no file;
+/// lines that are not ids are skipped).
+pub fn allowed_extensions(data_dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(extensions_path(data_dir))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|id| check_extension_id(id).is_ok())
+        .map(String::from)
+        .collect()
+}
+
+/// Adds `ids` to the recorded ones (all or nothing); the file written.
+pub fn allow_extensions(data_dir: &Path, ids: &[String]) -> Result<PathBuf, String> {
+    for id in ids {
+        check_extension_id(id)?;
+    }
+    let mut all = allowed_extensions(data_dir);
+    for id in ids {
+        if !all.contains(id) {
+            all.push(id.clone());
+        }
+    }
+    let path = extensions_path(data_dir);
+    let text: String = all.iter().map(|id| format!("{id}\n")).collect();
+    write_atomic(&path, text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
 /// The manifest's JSON.
 pub fn manifest(binary: &Path, extension_ids: &[String]) -> Result<Vec<u8>, String> {
     for id in extension_ids {
-        let valid = id.len() == 32 && id.bytes().all(|b| (b'a'..=b'p').contains(&b));
-        if !valid {
-            return Err(format!(
-                "{id:?} is not an extension id (32 letters a-p, shown on chrome://extensions)"
-            ));
-        }
+        check_extension_id(id)?;
     }
     let origins: Vec<String> = extension_ids
         .iter()
@@ -164,6 +207,19 @@ mod tests {
         assert!(written[0].is_file());
         assert_eq!(uninstall(&dirs).unwrap(), written);
         assert!(uninstall(&dirs).unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn allowed_extensions_are_recorded_once_each() {
+        let dir = std::env::temp_dir().join(format!("tabagent-allowed-{}", std::process::id()));
+        assert!(allowed_extensions(&dir).is_empty());
+        let (a, b) = ("a".repeat(32), "b".repeat(32));
+        allow_extensions(&dir, std::slice::from_ref(&a)).unwrap();
+        allow_extensions(&dir, &[b.clone(), a.clone()]).unwrap();
+        assert_eq!(allowed_extensions(&dir), [a, b]);
+        assert!(allow_extensions(&dir, &["q".repeat(32)]).is_err());
+        assert!(allow_extensions(&dir, &["a".repeat(31)]).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

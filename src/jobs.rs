@@ -415,7 +415,7 @@ mod tests {
         let (sink, rx) = sink();
         let job = Job::new(Lane::Model, |ctx| {
             while !ctx.is_cancelled() {
-                ctx.emit(Response::ChatChunk(ChatChunk { delta: "x".into() }));
+                ctx.emit(Response::ChatChunk(ChatChunk::text("x")));
                 std::thread::sleep(Duration::from_millis(1));
             }
             Ok(Response::Stopped(HaltStatus::new(

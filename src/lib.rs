@@ -19,6 +19,7 @@
 #![deny(clippy::print_stdout)]
 
 pub mod api;
+pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod engine;
 pub mod error;
 pub mod event_loop;
 pub mod events;
+pub mod fetch;
 pub mod fsutil;
 pub mod handler;
 pub mod host;

@@ -13,174 +13,39 @@
 //! - `model: "X"`: `X.gguf`;
 //! - `model: "X/F"`: file `F` of the ONNX model folder `X` (pull `model.onnx`,
 //!   `tokenizer.json`, `tabagent.json` one by one).
+//!
+//! A pull must name the sha256 it expects, unless the file is one the
+//! catalog lists (its digest is used) or the request says `allow_unverified`.
+//! Its size is capped by the declared size, `max_pull_bytes` and the free
+//! disk (minus [`DISK_MARGIN`]); a stream past the cap is stopped and its
+//! part deleted. The network side (https only, checked addresses, redirects,
+//! deadlines) is [`crate::fetch`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::api::{PullComplete, PullModelRequest, PullProgress};
 use crate::error::ApiError;
+use crate::fetch::{self, PullPolicy, failed};
 use crate::jobs::lock;
+
+mod progress;
+mod target;
+pub use progress::{ProgressBar, Throttle};
+pub use target::{Target, resolve_url, target};
 
 /// Bytes read per system call.
 const READ_SIZE: usize = 256 * 1024;
 
-/// Where a pull writes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    /// The URL actually fetched (`hf://` expanded).
-    pub url: String,
-    /// The model id the file belongs to.
-    pub id: String,
-    /// The final path.
-    pub path: PathBuf,
-}
-
-impl Target {
-    /// `.<file>.part` beside the target.
-    pub fn part(&self) -> PathBuf {
-        self.sibling("part")
-    }
-
-    /// `.<file>.part.json`: what the part was downloaded from.
-    pub fn meta(&self) -> PathBuf {
-        self.sibling("part.json")
-    }
-
-    fn sibling(&self, suffix: &str) -> PathBuf {
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        self.path.with_file_name(format!(".{name}.{suffix}"))
-    }
-}
-
-/// `hf://owner/repo[@revision]/path` as the Hugging Face download URL; other
-/// `http(s)://` URLs as they are; anything else is refused.
-pub fn resolve_url(url: &str) -> Result<String, ApiError> {
-    if let Some(rest) = url.strip_prefix("hf://") {
-        let mut parts = rest.splitn(3, '/');
-        let (owner, repo, file) = (parts.next(), parts.next(), parts.next());
-        let (Some(owner), Some(repo), Some(file)) = (owner, repo, file) else {
-            return Err(ApiError::invalid(format!(
-                "{url}: an hf:// URL names owner/repo/file"
-            )));
-        };
-        if [owner, repo, file].iter().any(|p| p.is_empty()) {
-            return Err(ApiError::invalid(format!(
-                "{url}: an hf:// URL names owner/repo/file"
-            )));
-        }
-        let (repo, revision) = repo.split_once('@').unwrap_or((repo, "main"));
-        return Ok(format!(
-            "https://huggingface.co/{owner}/{repo}/resolve/{revision}/{file}"
-        ));
-    }
-    if url.starts_with("https://") || url.starts_with("http://") {
-        Ok(url.to_string())
-    } else {
-        Err(ApiError::invalid(format!(
-            "{url:?} is not an https://, http:// or hf:// URL"
-        )))
-    }
-}
-
-/// Where the pull of `request` goes in `models_dir`.
-pub fn target(models_dir: &Path, request: &PullModelRequest) -> Result<Target, ApiError> {
-    let url = resolve_url(&request.url)?;
-    let (id, file) = match request.model.as_deref() {
-        Some(model) => match model.split_once('/') {
-            Some((id, file)) => (safe_name(id)?, safe_name(file)?),
-            None => {
-                let id = safe_name(model.strip_suffix(".gguf").unwrap_or(model))?;
-                (id.clone(), format!("{id}.gguf"))
-            }
-        },
-        None => {
-            let path = url.split(['?', '#']).next().unwrap_or(&url);
-            let name = path.rsplit('/').next().unwrap_or_default();
-            let Some(stem) = name.strip_suffix(".gguf") else {
-                return Err(ApiError::invalid(format!(
-                    "{url} does not name a .gguf file: say where it goes with `model` \
-                     (an id for a GGUF file, or ID/FILE for a file of an ONNX model folder)"
-                )));
-            };
-            let id = safe_name(stem)?;
-            (id, name.to_string())
-        }
-    };
-    let path = if file == format!("{id}.gguf") {
-        models_dir.join(&file)
-    } else {
-        models_dir.join(&id).join(&file)
-    };
-    Ok(Target { url, id, path })
-}
-
-/// A file or model name: letters, digits, `.`, `_`, `-`; not starting with a dot.
-fn safe_name(name: &str) -> Result<String, ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(name.to_string())
-    } else {
-        Err(ApiError::invalid(format!(
-            "{name:?} is not a usable model or file name (letters, digits, '.', '_', '-'; \
-             not starting with '.')"
-        )))
-    }
-}
-
-/// Decides when progress is worth reporting: every 1% of the total, every
-/// 250 ms, and at the start and the end.
-#[derive(Debug)]
-pub struct Throttle {
-    last_bytes: Option<u64>,
-    last_at: Option<Instant>,
-    interval: Duration,
-}
-
-impl Default for Throttle {
-    fn default() -> Throttle {
-        Throttle {
-            last_bytes: None,
-            last_at: None,
-            interval: Duration::from_millis(250),
-        }
-    }
-}
-
-impl Throttle {
-    /// Whether to report `bytes` of `total` now.
-    pub fn due(&mut self, bytes: u64, total: Option<u64>, now: Instant) -> bool {
-        let due = match (self.last_bytes, self.last_at) {
-            (Some(last), Some(at)) => {
-                let step = total.map_or(u64::MAX, |t| (t / 100).max(1));
-                bytes.saturating_sub(last) >= step
-                    || now.saturating_duration_since(at) >= self.interval
-                    || (total == Some(bytes) && last != bytes)
-            }
-            _ => true,
-        };
-        if due {
-            self.last_bytes = Some(bytes);
-            self.last_at = Some(now);
-        }
-        due
-    }
-}
+/// Free disk a pull leaves untouched.
+pub const DISK_MARGIN: u64 = 256 << 20;
 
 /// What a part file was downloaded from.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -217,11 +82,6 @@ impl Drop for Active {
     }
 }
 
-/// The 502 of a download that failed on the network or at the server.
-fn failed(detail: impl Into<String>) -> ApiError {
-    ApiError::new(502, "download-failed", "Download failed", detail)
-}
-
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> ApiError {
     ApiError::internal(format!("cannot {what} {}: {e}", path.display()))
 }
@@ -232,6 +92,7 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> ApiError {
 pub fn pull(
     models_dir: &Path,
     request: &PullModelRequest,
+    policy: &PullPolicy,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(PullProgress) -> bool,
 ) -> Result<PullComplete, ApiError> {
@@ -245,7 +106,18 @@ pub fn pull(
                 "sha256 {hex:?} is not 64 hex digits"
             )));
         }
-        None => None,
+        None => match catalog_sha256(models_dir, &target) {
+            Some(hex) => Some(hex),
+            None if request.allow_unverified => None,
+            None => {
+                return Err(ApiError::invalid(format!(
+                    "{}: say which sha256 to expect (`sha256`), or pull it unchecked with \
+                     `allow_unverified: true` (CLI: --allow-unverified); only catalog models \
+                     (GetRegisteredModels) are checked without one",
+                    target.url
+                )));
+            }
+        },
     };
     let dir = target.path.parent().unwrap_or(models_dir).to_path_buf();
     fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
@@ -261,7 +133,7 @@ pub fn pull(
             sha256: digest,
         });
     }
-    let (size, digest) = download(&target, cancel, progress)?;
+    let (size, digest) = download(&target, policy, cancel, progress)?;
     let part = target.part();
     let discard = |detail: String| {
         let _ = fs::remove_file(&part);
@@ -303,18 +175,13 @@ pub fn pull(
 /// part's size and sha256 when complete.
 fn download(
     target: &Target,
+    policy: &PullPolicy,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(PullProgress) -> bool,
 ) -> Result<(u64, String), ApiError> {
+    let started = Instant::now();
     let part = target.part();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(20)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .user_agent(concat!("tabagent/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
+    let dir = part.parent().unwrap_or(Path::new("."));
     // A part from another URL is not ours to continue.
     let meta: PartMeta = fs::read(target.meta())
         .ok()
@@ -325,16 +192,14 @@ fn download(
         _ => 0,
     };
     for _attempt in 0..2 {
-        let mut call = agent.get(&target.url).header("Accept-Encoding", "identity");
+        let mut headers = vec![("Accept-Encoding", "identity".to_string())];
         if have > 0 {
-            call = call.header("Range", &format!("bytes={have}-"));
+            headers.push(("Range", format!("bytes={have}-")));
             if let Some(validator) = &meta.validator {
-                call = call.header("If-Range", validator);
+                headers.push(("If-Range", validator.clone()));
             }
         }
-        let response = call
-            .call()
-            .map_err(|e| failed(format!("cannot download {}: {e}", target.url)))?;
+        let response = fetch::get(policy, &target.url, &headers, started)?;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -380,6 +245,12 @@ fn download(
                 return Err(failed(format!("{} answered HTTP {other}", target.url)));
             }
         };
+        // The part's bytes are already on the disk: they count as free here.
+        let cap = size_cap(policy, dir, have);
+        if let Some(total) = total.filter(|t| *t > cap.0) {
+            discard_part(target);
+            return Err(too_large(target, total, cap));
+        }
         let resumed = start > 0;
         if resumed {
             log::info!("resuming {} at byte {start}", target.url);
@@ -434,6 +305,11 @@ fn download(
                     return Err(broke_off(target, done, total, &e.to_string()));
                 }
             };
+            if done + n as u64 > cap.0 {
+                drop(file);
+                discard_part(target);
+                return Err(too_large(target, done + n as u64, cap));
+            }
             file.write_all(&buffer[..n])
                 .map_err(|e| io_error("write", &part, e))?;
             hasher.update(&buffer[..n]);
@@ -462,6 +338,42 @@ fn download(
         target.url,
         part.display()
     )))
+}
+
+/// The digest the catalog lists for the file `target` places, if any.
+fn catalog_sha256(models_dir: &Path, target: &Target) -> Option<String> {
+    let relative = target.path.strip_prefix(models_dir).ok()?.to_str()?;
+    crate::catalog::registered_models(models_dir)
+        .into_iter()
+        .flat_map(|m| m.files)
+        .find(|f| f.path == relative)
+        .map(|f| f.sha256)
+}
+
+/// The most bytes a file may have, and which bound set it: `max_pull_bytes`
+/// or the free disk (plus `have` bytes already in the part) less the margin.
+fn size_cap(policy: &PullPolicy, dir: &Path, have: u64) -> (u64, &'static str) {
+    let disk = rustix::fs::statvfs(dir)
+        .ok()
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .map(|free| (free + have).saturating_sub(DISK_MARGIN));
+    match disk {
+        Some(disk) if disk < policy.max_bytes => (disk, "the free disk space"),
+        _ => (policy.max_bytes, "max_pull_bytes"),
+    }
+}
+
+fn too_large(target: &Target, size: u64, (cap, bound): (u64, &str)) -> ApiError {
+    ApiError::too_large(format!(
+        "{} is larger than {bound} allows ({size} > {cap} bytes); nothing was kept",
+        target.url
+    ))
+}
+
+/// Deletes a pull's part and its record.
+fn discard_part(target: &Target) {
+    let _ = fs::remove_file(target.part());
+    let _ = fs::remove_file(target.meta());
 }
 
 /// The size and sha256 of a finished part (hashing it now when no hasher ran).
@@ -531,169 +443,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The CLI's progress display: a bar redrawn in place on a terminal, a line
-/// per 10% otherwise (logs, pipes).
-#[derive(Debug)]
-pub struct ProgressBar {
-    terminal: bool,
-    started: Option<(Instant, u64)>,
-    last_tenth: Option<u64>,
-}
-
-impl ProgressBar {
-    /// A bar for a terminal or for plain lines.
-    pub fn new(terminal: bool) -> ProgressBar {
-        ProgressBar {
-            terminal,
-            started: None,
-            last_tenth: None,
-        }
-    }
-
-    /// What to write for `progress` at `now` (empty when nothing is due).
-    pub fn draw(&mut self, progress: &PullProgress, now: Instant) -> String {
-        let done = progress.downloaded_bytes;
-        let (t0, b0) = *self.started.get_or_insert((now, done));
-        let seconds = now.saturating_duration_since(t0).as_secs_f64();
-        let rate = if seconds > 0.2 {
-            format!("  {:.1} MB/s", (done - b0.min(done)) as f64 / seconds / 1e6)
-        } else {
-            String::new()
-        };
-        let mb = |b: u64| b as f64 / 1e6;
-        let Some(total) = progress.total_bytes.filter(|t| *t > 0) else {
-            let line = format!("{}: {:.1} MB{rate}", progress.model, mb(done));
-            return if self.terminal {
-                format!("\r{line}\x1b[K")
-            } else {
-                String::new()
-            };
-        };
-        let percent = (done.min(total) * 100 / total) as usize;
-        if self.terminal {
-            let filled = percent * 30 / 100;
-            format!(
-                "\r{} [{}{}] {percent:>3}%  {:.1}/{:.1} MB{rate}\x1b[K",
-                progress.model,
-                "#".repeat(filled),
-                ".".repeat(30 - filled),
-                mb(done),
-                mb(total)
-            )
-        } else {
-            let tenth = percent as u64 / 10;
-            if self.last_tenth == Some(tenth) {
-                return String::new();
-            }
-            self.last_tenth = Some(tenth);
-            format!(
-                "{}: {percent:>3}%  {:.1}/{:.1} MB{rate}\n",
-                progress.model,
-                mb(done),
-                mb(total)
-            )
-        }
-    }
-
-    /// Ends the bar's line.
-    pub fn finish(&self) -> &'static str {
-        if self.terminal { "\n" } else { "" }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(url: &str, model: Option<&str>) -> PullModelRequest {
-        PullModelRequest {
-            url: url.into(),
-            model: model.map(String::from),
-            sha256: None,
-        }
-    }
-
-    #[test]
-    fn hf_urls_expand() {
-        assert_eq!(
-            resolve_url("hf://ggml-org/models/tiny/x.gguf").unwrap(),
-            "https://huggingface.co/ggml-org/models/resolve/main/tiny/x.gguf"
-        );
-        assert_eq!(
-            resolve_url("hf://o/r@v2/f.gguf").unwrap(),
-            "https://huggingface.co/o/r/resolve/v2/f.gguf"
-        );
-        assert!(resolve_url("hf://o/r").is_err());
-        assert!(resolve_url("file:///etc/passwd").is_err());
-        assert!(resolve_url("ftp://x/y").is_err());
-    }
-
-    #[test]
-    fn targets_follow_the_model_field() {
-        let dir = Path::new("/m");
-        let t = target(dir, &request("http://h/a/b.gguf?download=1", None)).unwrap();
-        assert_eq!(
-            (t.id.as_str(), t.path.as_path()),
-            ("b", Path::new("/m/b.gguf"))
-        );
-        assert_eq!(t.part(), Path::new("/m/.b.gguf.part"));
-        let t = target(dir, &request("http://h/x.bin", Some("chat.gguf"))).unwrap();
-        assert_eq!(t.path, Path::new("/m/chat.gguf"));
-        let t = target(
-            dir,
-            &request("hf://o/r/onnx/model.onnx", Some("mini/model.onnx")),
-        )
-        .unwrap();
-        assert_eq!(
-            (t.id.as_str(), t.path.as_path()),
-            ("mini", Path::new("/m/mini/model.onnx"))
-        );
-        assert_eq!(t.part(), Path::new("/m/mini/.model.onnx.part"));
-        for bad in ["../x", ".hidden", "a/b/c", "a/", "x y"] {
-            assert!(
-                target(dir, &request("http://h/f.gguf", Some(bad))).is_err(),
-                "{bad}"
-            );
-        }
-        assert!(target(dir, &request("http://h/model.onnx", None)).is_err());
-    }
-
-    #[test]
-    fn throttle_reports_each_percent_or_quarter_second() {
-        let mut throttle = Throttle::default();
-        let t0 = Instant::now();
-        assert!(throttle.due(0, Some(1000), t0));
-        assert!(!throttle.due(5, Some(1000), t0));
-        assert!(throttle.due(10, Some(1000), t0));
-        assert!(!throttle.due(11, Some(1000), t0 + Duration::from_millis(100)));
-        assert!(throttle.due(12, Some(1000), t0 + Duration::from_millis(300)));
-        assert!(throttle.due(1000, Some(1000), t0 + Duration::from_millis(300)));
-        assert!(!throttle.due(1000, Some(1000), t0 + Duration::from_millis(300)));
-        let mut unknown = Throttle::default();
-        assert!(unknown.due(0, None, t0));
-        assert!(!unknown.due(1 << 30, None, t0 + Duration::from_millis(10)));
-    }
-
-    #[test]
-    fn the_bar_draws_in_place_or_by_tenths() {
-        let at = |downloaded_bytes| PullProgress {
-            model: "m".into(),
-            downloaded_bytes,
-            total_bytes: Some(1000),
-        };
-        let t0 = Instant::now();
-        let mut bar = ProgressBar::new(true);
-        let line = bar.draw(&at(500), t0);
-        assert!(
-            line.starts_with("\rm [###############...............]  50%"),
-            "{line:?}"
-        );
-        let mut plain = ProgressBar::new(false);
-        assert!(plain.draw(&at(0), t0).contains("  0%"));
-        assert_eq!(plain.draw(&at(50), t0), "");
-        let last = plain.draw(&at(1000), t0 + Duration::from_secs(1));
-        assert!(last.contains("100%") && last.contains("MB/s"), "{last:?}");
-    }
 
     #[test]
     fn content_ranges_parse() {

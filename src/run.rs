@@ -26,12 +26,19 @@ pub fn run(args: Args) -> ExitCode {
             match command {
                 Command::Serve => serve(config, started),
                 Command::Models => list_models(&config),
-                Command::Pull { url, sha256, model } => pull(&config, url, sha256, model),
+                Command::Pull {
+                    url,
+                    sha256,
+                    model,
+                    allow_unverified,
+                } => pull(&config, url, sha256, model, *allow_unverified),
+                Command::Token { rotate } => token(&config, *rotate),
+                Command::AllowExtension { id } => allow_extension(&config, id),
                 Command::InstallHost {
                     extension_ids,
                     browsers,
                     user_data_dir,
-                } => install_host(extension_ids, browsers, user_data_dir.as_deref()),
+                } => install_host(&config, extension_ids, browsers, user_data_dir.as_deref()),
                 Command::UninstallHost {
                     browsers,
                     user_data_dir,
@@ -89,13 +96,38 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
+/// Refuses settings that would open the server to more than they say.
+fn check_exposure(config: &Config) -> Result<(), String> {
+    if config.mode == Mode::Native {
+        return Ok(());
+    }
+    if !config.require_key && !config.bind.ip().is_loopback() {
+        return Err(format!(
+            "require_key = false is allowed only on a loopback bind, and {} is not one: \
+             anyone who can reach it could use the server; keep the key (`tabagent token` \
+             prints it) or bind 127.0.0.1",
+            config.bind
+        ));
+    }
+    if !config.require_key && config.cors_origins.0.iter().any(|o| o == "*") {
+        return Err(
+            "cors_origins = \"*\" lets every web page call the server: it is allowed only \
+             while a key is required (require_key = true)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
+    check_exposure(&config)?;
     if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
         log::warn!(
             "cannot create the data dir {}: {e}",
             config.data_dir.display()
         );
     }
+    let key = Arc::new(crate::auth::KeySource::from_config(&config)?);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -111,6 +143,7 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
             memory_budget: config.memory_budget,
             keep_alive: std::time::Duration::from_secs(config.keep_alive.0),
             low_memory_bytes: config.low_memory_bytes,
+            pull: crate::fetch::PullPolicy::from_config(&config),
         },
         started,
     )?);
@@ -142,6 +175,7 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
         Err(e) => return Err(format!("cannot start the event loop: {e}")),
     };
     let mut event_loop = event_loop;
+    event_loop.set_api_key(Arc::clone(&key));
     if matches!(config.mode, Mode::Webrtc | Mode::All) {
         let started = crate::transport::rtc::RtcSettings::from_config(&config)
             .and_then(|settings| event_loop.start_webrtc(settings).map_err(|e| e.to_string()));
@@ -158,6 +192,9 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
         let http_config = HttpConfig {
             bind: config.bind,
             cors_origins: config.cors_origins.0.clone(),
+            key: config.require_key.then(|| Arc::clone(&key)),
+            data_dir: config.data_dir.clone(),
+            offers_per_minute: config.webrtc_offers_per_minute,
             allowed_hosts: config.allowed_hosts.0.clone(),
             max_body_bytes: config.max_body_bytes,
             workers: cores.max(2),
@@ -227,12 +264,15 @@ fn pull(
     url: &str,
     sha256: &Option<String>,
     model: &Option<String>,
+    allow_unverified: bool,
 ) -> Result<ExitCode, String> {
     let request = crate::api::PullModelRequest {
         url: url.to_string(),
         model: model.clone(),
         sha256: sha256.clone(),
+        allow_unverified,
     };
+    let policy = crate::fetch::PullPolicy::from_config(config);
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&cancel)) {
@@ -241,10 +281,16 @@ fn pull(
     }
     let mut stderr = std::io::stderr();
     let mut bar = crate::pull::ProgressBar::new(stderr.is_terminal());
-    let result = crate::pull::pull(&config.models_dir, &request, &cancel, &mut |progress| {
-        let _ = stderr.write_all(bar.draw(&progress, Instant::now()).as_bytes());
-        true
-    });
+    let result = crate::pull::pull(
+        &config.models_dir,
+        &request,
+        &policy,
+        &cancel,
+        &mut |progress| {
+            let _ = stderr.write_all(bar.draw(&progress, Instant::now()).as_bytes());
+            true
+        },
+    );
     let _ = stderr.write_all(bar.finish().as_bytes());
     let done = result.map_err(|e| e.detail)?;
     print(&format!(
@@ -262,7 +308,29 @@ fn home() -> Result<PathBuf, String> {
         .ok_or_else(|| "HOME is not set".to_string())
 }
 
+/// `tabagent token [--rotate]`: prints the key (made if there is none yet).
+fn token(config: &Config, rotate: bool) -> Result<ExitCode, String> {
+    let key = if rotate {
+        let key = crate::auth::rotate(config)?;
+        log::info!("a new API key is in place; running servers take it within a second");
+        key
+    } else {
+        crate::auth::print_key(config)?
+    };
+    print(&format!("{}\n", key.as_str()))
+}
+
+/// `tabagent allow-extension ID`: lets that extension's origin in.
+fn allow_extension(config: &Config, id: &str) -> Result<ExitCode, String> {
+    let file = crate::host::allow_extensions(&config.data_dir, &[id.to_string()])?;
+    print(&format!(
+        "chrome-extension://{id} may call the HTTP server (recorded in {})\n",
+        file.display()
+    ))
+}
+
 fn install_host(
+    config: &Config,
     extension_ids: &[String],
     browsers: &[String],
     user_data_dir: Option<&std::path::Path>,
@@ -272,6 +340,8 @@ fn install_host(
         .map_err(|e| format!("cannot find this binary's path: {e}"))?;
     let dirs = crate::host::targets(browsers, &home()?, user_data_dir)?;
     let written = crate::host::install(&dirs, &binary, extension_ids)?;
+    // The same extensions may then call the HTTP server (the WebRTC fallback).
+    let allowed = crate::host::allow_extensions(&config.data_dir, extension_ids)?;
     let mut out = format!(
         "Registered {} -> {}\n",
         crate::host::HOST_NAME,
@@ -280,6 +350,7 @@ fn install_host(
     for file in written {
         out.push_str(&format!("  wrote {}\n", file.display()));
     }
+    out.push_str(&format!("  allowed its origins in {}\n", allowed.display()));
     print(&out)
 }
 

@@ -22,6 +22,9 @@ const SENTENCES: usize = 1024;
 const BATCH: usize = 32;
 const ROUNDS: usize = 3;
 
+/// The API key the server under test gets.
+const BENCH_KEY: &str = "bench-key";
+
 fn main() {
     let models = PathBuf::from(
         std::env::var_os("TABAGENT_TEST_MODELS")
@@ -248,6 +251,7 @@ impl Server {
             .arg(&data)
             .arg("--models-dir")
             .arg(models)
+            .env("TABAGENT_API_KEY", BENCH_KEY)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -283,7 +287,7 @@ impl Drop for Server {
 fn post(addr: SocketAddr, body: &str) {
     let mut stream = TcpStream::connect(addr).unwrap();
     let head = format!(
-        "POST /v1/embeddings HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/embeddings HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {BENCH_KEY}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();

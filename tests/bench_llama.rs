@@ -82,16 +82,7 @@ fn prompt(round: usize) -> String {
 }
 
 fn greedy(new_tokens: u32) -> SamplingConfig {
-    SamplingConfig {
-        temperature: 0.0,
-        top_p: 1.0,
-        top_k: 0,
-        min_p: 0.0,
-        repeat_penalty: 1.0,
-        seed: 1,
-        max_tokens: new_tokens,
-        stop: Vec::new(),
-    }
+    SamplingConfig::greedy(new_tokens)
 }
 
 /// llama.cpp through llama-cpp-2, in this process, with tabagent's settings;
@@ -199,7 +190,7 @@ fn http_run(addr: SocketAddr, round: usize, new_tokens: u32) -> Run {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_nodelay(true).unwrap();
     let head = format!(
-        "POST /v1/rpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/rpc HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {BENCH_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     let mut timer = Timer::new();
@@ -266,11 +257,15 @@ impl Native {
     }
 }
 
+/// The API key the servers under test get.
+const BENCH_KEY: &str = "bench-key";
+
 fn command(binary: &str, models: &std::path::Path, data: &std::path::Path) -> Command {
     let mut command = Command::new(binary);
     command
         .env("TABAGENT_DATA_DIR", data)
         .env("TABAGENT_MODELS_DIR", models)
+        .env("TABAGENT_API_KEY", BENCH_KEY)
         .env("TABAGENT_LOG", "warn");
     command
 }
@@ -471,7 +466,7 @@ fn post(addr: SocketAddr, path: &str, body: &Value) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {BENCH_KEY}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

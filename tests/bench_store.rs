@@ -152,6 +152,7 @@ fn handler(dir: &Path, models: Option<&Path>) -> Handler {
             memory_budget: 0,
             keep_alive: Duration::ZERO,
             low_memory_bytes: 0,
+            pull: tabagent::fetch::PullPolicy::default(),
         },
         Instant::now(),
     )

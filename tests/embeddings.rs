@@ -388,6 +388,7 @@ fn the_official_openai_python_client_embeds() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
     let output = Command::new("python3")
         .arg(script)
+        .env("OPENAI_API_KEY", crate::util::TEST_KEY)
         .arg(server.url("/v1"))
         .arg("-")
         .arg(MINILM)

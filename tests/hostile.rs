@@ -183,9 +183,13 @@ fn a_chunked_body_past_the_limit_gets_413() {
     let mut stream = connect(server.addr);
     stream
         .write_all(
-            b"POST /v1/rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-              Transfer-Encoding: chunked\r\n\r\n8\r\n{\"id\":1,\r\n\
-              18;ext=1\r\n\"request_type\":\"Health\"}\r\n0\r\nX-Trailer: 1\r\n\r\n",
+            format!(
+                "POST /v1/rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{}\
+                 Transfer-Encoding: chunked\r\n\r\n8\r\n{{\"id\":1,\r\n\
+                 18;ext=1\r\n\"request_type\":\"Health\"}}\r\n0\r\nX-Trailer: 1\r\n\r\n",
+                crate::util::auth_line()
+            )
+            .as_bytes(),
         )
         .unwrap();
     let raw = read_until_closed(&mut stream).expect("an answer and a close");

@@ -248,7 +248,14 @@ fn rest_and_rpc_reach_the_same_handler() {
 
 #[test]
 fn cors_allows_extensions_and_configured_origins_only() {
-    let server = HttpServer::start_with(TempDir::new("cors"), |c| {
+    // Extensions are allowed once recorded (install-host, allow-extension).
+    let data = TempDir::new("cors");
+    std::fs::write(
+        data.path().join("extensions"),
+        "abcdefghijklmnopabcdefghijklmnop\n",
+    )
+    .unwrap();
+    let server = HttpServer::start_with(data, |c| {
         c.env("TABAGENT_CORS_ORIGINS", "http://127.0.0.1:9999");
     });
     let extension = "chrome-extension://abcdefghijklmnopabcdefghijklmnop";
@@ -285,7 +292,11 @@ fn cors_allows_extensions_and_configured_origins_only() {
         simple.header("Access-Control-Allow-Origin"),
         Some("http://127.0.0.1:9999")
     );
-    for origin in ["https://evil.example", "http://127.0.0.1:9998"] {
+    for origin in [
+        "https://evil.example",
+        "http://127.0.0.1:9998",
+        "chrome-extension://ponmlkjihgfedcbaponmlkjihgfedcba",
+    ] {
         let refused = http(server.addr, "GET", "/health", &[("Origin", origin)], None);
         assert_eq!(refused.status, 403, "{origin}");
         assert_eq!(refused.header("Access-Control-Allow-Origin"), None);

@@ -521,6 +521,7 @@ fn the_official_openai_python_client_works() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
     let output = Command::new("python3")
         .arg(script)
+        .env("OPENAI_API_KEY", crate::util::TEST_KEY)
         .arg(server.url("/v1"))
         .arg("tiny")
         .output()
@@ -605,8 +606,9 @@ fn start_stream_and_hang_up(server: &HttpServer, body: &Value) -> String {
     let body = body.to_string();
     write!(
         stream,
-        "POST /api/chat HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /api/chat HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         server.addr,
+        crate::util::auth_line(),
         body.len()
     )
     .unwrap();

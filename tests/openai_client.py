@@ -3,19 +3,21 @@
 
     python3 tests/openai_client.py BASE_URL CHAT_MODEL [EMBEDDING_MODEL]
 
-CHAT_MODEL `-` skips the chat checks (a build or models dir without chat).
+CHAT_MODEL `-` skips the chat checks (a build or models dir without chat); the
+server's API key comes from OPENAI_API_KEY.
 Run by tests/inference.rs (the_official_openai_python_client_works) and
 tests/embeddings.rs (the_official_openai_python_client_embeds); needs
 `python3 -m pip install openai`. Exits non-zero with the failing check.
 """
 
+import os
 import sys
 
 import openai
 
 
 def main(base_url: str, chat_model: str, embedding_model: str | None) -> None:
-    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60)
+    client = openai.OpenAI(base_url=base_url, api_key=os.environ["OPENAI_API_KEY"], max_retries=0, timeout=60)
 
     ids = [m.id for m in client.models.list()]
     assert chat_model in ids or chat_model == "-", f"models.list: {ids}"
@@ -23,6 +25,8 @@ def main(base_url: str, chat_model: str, embedding_model: str | None) -> None:
         assert embedding_model in ids, f"models.list: {ids}"
     if chat_model != "-":
         check_chat(client, chat_model)
+        check_tools_and_structured_output(client, chat_model)
+        check_responses(client, chat_model)
     if embedding_model:
         check_embeddings(client, embedding_model)
     print("openai client: ok")
@@ -62,6 +66,69 @@ def check_chat(client: openai.OpenAI, chat_model: str) -> None:
 
 
 
+def check_tools_and_structured_output(client: openai.OpenAI, chat_model: str) -> None:
+    """Tools and JSON-schema output; the tiny model's output is noise, so the
+    schemas carry bounds that make even noise finish."""
+    import json
+
+    import pydantic
+
+    tools = [{
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 10}},
+                "required": ["city"],
+                "additionalProperties": False,
+            },
+        },
+    }]
+    messages = [{"role": "user", "content": "weather in Paris?"}]
+    chat = client.chat.completions.create(
+        model=chat_model, messages=messages, tools=tools, tool_choice="required", max_tokens=200
+    )
+    choice = chat.choices[0]
+    assert choice.finish_reason == "tool_calls", chat
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather", chat
+    arguments = json.loads(call.function.arguments)
+    assert isinstance(arguments.get("city"), str) and len(arguments["city"]) <= 10, arguments
+    # The result goes back as a tool message; the answer is plain text.
+    followup = client.chat.completions.create(
+        model=chat_model,
+        messages=messages + [
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'},
+        ],
+        tools=tools,
+        tool_choice="none",
+        max_tokens=5,
+    )
+    assert followup.choices[0].message.tool_calls is None, followup
+    assert isinstance(followup.choices[0].message.content, str), followup
+
+    class Person(pydantic.BaseModel):
+        name: str = pydantic.Field(max_length=10)
+        age: int = pydantic.Field(ge=0, le=120)
+
+    parse = getattr(getattr(client, "beta", None), "chat", None)
+    parse = parse.completions.parse if parse is not None else client.chat.completions.parse
+    parsed = parse(model=chat_model, messages=messages, response_format=Person, max_tokens=200)
+    person = parsed.choices[0].message.parsed
+    assert person is not None, parsed
+    assert isinstance(person, Person) and 0 <= person.age <= 120, person
+
+    try:
+        client.chat.completions.create(model=chat_model, messages=messages, audio={"voice": "alloy"})
+    except openai.BadRequestError as e:
+        assert "audio" in str(e), e
+    else:
+        raise AssertionError("an unsupported field must be a 400")
+
+
 def check_embeddings(client: openai.OpenAI, model: str) -> None:
     # The client asks for base64 unless told otherwise and decodes it itself.
     texts = ["A man is eating food.", "A man is eating a piece of bread.", "Stocks fell sharply today."]
@@ -86,6 +153,73 @@ def check_embeddings(client: openai.OpenAI, model: str) -> None:
         pass
     else:
         raise AssertionError("an unknown embedding model must be a 404")
+
+
+# ---- the Responses API (client.responses) ----
+
+
+def check_responses(client: openai.OpenAI, chat_model: str) -> None:
+    first = client.responses.create(
+        model=chat_model, input="hello there", instructions="be brief", max_output_tokens=8
+    )
+    assert first.object == "response" and first.id.startswith("resp_"), first
+    assert first.status in ("completed", "incomplete"), first
+    assert first.output[0].type == "message", first
+    assert first.output[0].content[0].type == "output_text", first
+    assert isinstance(first.output_text, str), first
+    assert first.usage.input_tokens > 0 and first.usage.total_tokens >= first.usage.input_tokens, first
+
+    second = client.responses.create(
+        model=chat_model, input="and again", previous_response_id=first.id, max_output_tokens=8
+    )
+    alone = client.responses.create(model=chat_model, input="and again", max_output_tokens=8, store=False)
+    assert second.previous_response_id == first.id, second
+    assert second.instructions is None, "instructions are not inherited"
+    assert second.usage.input_tokens > alone.usage.input_tokens, (second.usage, alone.usage)
+    assert client.responses.retrieve(second.id).output_text == second.output_text
+
+    # Streamed, continuing the chain: OpenAI's events, numbered in order.
+    events = list(
+        client.responses.create(
+            model=chat_model, input="more", previous_response_id=second.id, max_output_tokens=8, stream=True
+        )
+    )
+    types = [e.type for e in events]
+    assert types[:2] == ["response.created", "response.in_progress"], types
+    assert types[-1] in ("response.completed", "response.incomplete"), types
+    assert [e.sequence_number for e in events] == list(range(len(events))), types
+    final = events[-1].response
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == final.output_text, (deltas, final.output_text)
+    assert final.previous_response_id == second.id, final
+    assert client.responses.retrieve(final.id).output_text == final.output_text
+
+    # The stream helper checks each item's identity as it accumulates them.
+    with client.responses.stream(model=chat_model, input="hello", max_output_tokens=8) as stream:
+        streamed = list(stream)
+    last = streamed[-1]
+    assert last.type in ("response.completed", "response.incomplete"), [e.type for e in streamed]
+    text = "".join(e.delta for e in streamed if e.type == "response.output_text.delta")
+    if last.type == "response.completed":
+        assert stream.get_final_response().output_text == text
+    else:
+        assert last.response.incomplete_details.reason == "max_output_tokens", last
+        assert last.response.output_text == text
+
+    client.responses.delete(first.id)
+    for gone in (first.id, alone.id):
+        try:
+            client.responses.retrieve(gone)
+        except openai.NotFoundError:
+            pass
+        else:
+            raise AssertionError(f"{gone} must be gone (deleted, or never stored)")
+    try:
+        client.responses.create(model=chat_model, input="x", reasoning={"effort": "low"})
+    except openai.BadRequestError as error:
+        assert "reasoning" in str(error), error
+    else:
+        raise AssertionError("an unsupported field must be a 400")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,21 @@
 //! binary, downloading from a small HTTP server on 127.0.0.1 that this module
 //! runs (Range and If-Range support, and a mode that drops the connection
 //! halfway through the first download).
+//!
+//! Every test that downloads runs in a network namespace of its own with only
+//! loopback up, so a bug cannot send a packet off this machine: those tests
+//! are `#[ignore]`d in a plain run, and
+//! [`pulls_run_in_a_network_namespace_of_their_own`] runs them again inside
+//! `unshare --net`. Their servers get `allow_loopback_pulls` (pulls are
+//! https-only otherwise); [`guard`] tests what a pull refuses.
+
+mod guard;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -137,21 +147,76 @@ pub fn fake_gguf(len: usize) -> Vec<u8> {
     out
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Set in the namespace's run (see the module's doc).
+const NETNS: &str = "TABAGENT_TEST_NETNS";
+
+/// Runs every ignored `pull::` test again in a network namespace with only
+/// loopback up (root, or unprivileged user namespaces).
+#[test]
+fn pulls_run_in_a_network_namespace_of_their_own() {
+    let exe = std::env::current_exe().unwrap();
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let mut command = Command::new("unshare");
+    command.arg("--net");
+    if !root {
+        command.arg("--map-root-user");
+    }
+    let output = command
+        .args(["sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .arg(&exe)
+        .args(["pull::", "--ignored", "--test-threads=2"])
+        .env(NETNS, "1")
+        .output()
+        .expect("unshare (util-linux) and ip (iproute2) are needed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let passed: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("test result: ok. "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(passed >= 10, "only {passed} pull tests ran:\n{stdout}");
+    eprintln!("{stdout}");
+}
+
+/// Asserts that this test runs in the namespace: no interface but loopback.
+pub fn isolated() {
+    assert!(
+        std::env::var_os(NETNS).is_some(),
+        "this test runs through pull::pulls_run_in_a_network_namespace_of_their_own"
+    );
+    let devices = std::fs::read_to_string("/proc/net/dev").unwrap();
+    let others: Vec<&str> = devices
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(str::trim))
+        .filter(|name| *name != "lo")
+        .collect();
+    assert!(others.is_empty(), "interfaces beyond loopback: {others:?}");
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-fn native_host(models: &Path) -> NativeHost {
+/// A native host that may pull from loopback.
+pub fn native_host(models: &Path) -> NativeHost {
     let models = models.to_path_buf();
     NativeHost::start_with(TempDir::new("data"), move |c| {
-        c.env("TABAGENT_MODELS_DIR", &models);
+        c.env("TABAGENT_MODELS_DIR", &models)
+            .env("TABAGENT_ALLOW_LOOPBACK_PULLS", "true");
     })
 }
 
-fn leftovers(dir: &Path) -> Vec<String> {
+pub fn leftovers(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
@@ -161,7 +226,9 @@ fn leftovers(dir: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "run inside unshare --net by pulls_run_in_a_network_namespace_of_their_own"]
 fn a_pull_over_native_messaging_streams_progress_and_places_the_file() {
+    isolated();
     let body = fake_gguf(3 << 20);
     let server = FileServer::start(HashMap::from([("/files/tiny.gguf", body.clone())]), None);
     let models = TempDir::new("models");
@@ -229,17 +296,20 @@ fn a_pull_over_native_messaging_streams_progress_and_places_the_file() {
 }
 
 #[test]
+#[ignore = "run inside unshare --net by pulls_run_in_a_network_namespace_of_their_own"]
 fn a_pull_over_http_streams_progress_as_server_sent_events() {
+    isolated();
     let body = fake_gguf(1 << 20);
     let server = FileServer::start(HashMap::from([("/m.gguf", body.clone())]), None);
     let models = TempDir::new("models");
     let dir = models.path().to_path_buf();
     let http_server = HttpServer::start_with(TempDir::new("data"), move |c| {
-        c.env("TABAGENT_MODELS_DIR", &dir);
+        c.env("TABAGENT_MODELS_DIR", &dir)
+            .env("TABAGENT_ALLOW_LOOPBACK_PULLS", "true");
     });
     let reply = http_server.post(
         "/api/pull",
-        &json!({"url": server.url("/m.gguf"), "model": "renamed"}),
+        &json!({"url": server.url("/m.gguf"), "model": "renamed", "allow_unverified": true}),
     );
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("Content-Type"), Some("text/event-stream"));
@@ -259,7 +329,9 @@ fn a_pull_over_http_streams_progress_as_server_sent_events() {
 }
 
 #[test]
+#[ignore = "run inside unshare --net by pulls_run_in_a_network_namespace_of_their_own"]
 fn a_wrong_sha256_discards_the_file() {
+    isolated();
     let body = fake_gguf(256 << 10);
     let server = FileServer::start(HashMap::from([("/x.gguf", body)]), None);
     let models = TempDir::new("models");
@@ -280,14 +352,18 @@ fn a_wrong_sha256_discards_the_file() {
 }
 
 #[test]
+#[ignore = "run inside unshare --net by pulls_run_in_a_network_namespace_of_their_own"]
 fn an_interrupted_pull_resumes_where_it_broke_off() {
+    isolated();
     let body = fake_gguf(2 << 20);
     let cut = 900_000;
     let server = FileServer::start(HashMap::from([("/big.gguf", body.clone())]), Some(cut));
     let models = TempDir::new("models");
     let mut host = native_host(models.path());
     let url = server.url("/big.gguf");
-    let first = host.request(json!({"id": 1, "request_type": "PullModel", "url": url}));
+    let first = host.request(
+        json!({"id": 1, "request_type": "PullModel", "url": url, "allow_unverified": true}),
+    );
     assert_eq!(first["error"]["status"], 502, "{first}");
     assert!(
         first["error"]["detail"]
@@ -321,7 +397,9 @@ fn an_interrupted_pull_resumes_where_it_broke_off() {
 }
 
 #[test]
+#[ignore = "run inside unshare --net by pulls_run_in_a_network_namespace_of_their_own"]
 fn bad_pulls_are_refused_with_reasons() {
+    isolated();
     let server = FileServer::start(
         HashMap::from([("/page.gguf", b"<html>login</html>".to_vec())]),
         None,
@@ -358,12 +436,13 @@ fn bad_pulls_are_refused_with_reasons() {
         (
             json!({"url": "http://127.0.0.1:1/x.gguf"}),
             502,
-            "cannot download",
+            "could not fetch the model from 127.0.0.1: no usable answer",
         ),
     ] {
         let mut message = request.clone();
         message["id"] = json!("bad");
         message["request_type"] = json!("PullModel");
+        message["allow_unverified"] = json!(true);
         let reply = host.request(message);
         assert_eq!(reply["error"]["status"], status, "{request}: {reply}");
         let detail = reply["error"]["detail"].as_str().unwrap();
@@ -433,23 +512,34 @@ fn the_catalog_and_recipes_name_the_defaults() {
         .as_array()
         .unwrap_or_else(|| panic!("{reply}"));
     let ids: Vec<&str> = catalog.iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["gemma-3-270m-q4_k_m", "all-minilm-l6-v2"]);
-    assert_eq!(catalog[1]["license"], "Apache-2.0");
-    assert!(catalog[0]["license"].as_str().unwrap().contains("Gemma"));
+    assert_eq!(
+        ids,
+        [
+            "smollm2-135m-instruct-q4_1",
+            "gemma-3-270m-q4_k_m",
+            "all-minilm-l6-v2"
+        ]
+    );
+    assert_eq!(catalog[0]["license"], "Apache-2.0");
+    assert!(catalog[1]["license"].as_str().unwrap().contains("Gemma"));
+    assert_eq!(catalog[2]["license"], "Apache-2.0");
     assert_eq!(
         catalog[0]["sha256"],
-        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     );
     assert_eq!(catalog[0]["installed"], false);
     let reply = host.request(json!({"id": 2, "request_type": "GetRecipes", "task": "embedding"}));
     assert_eq!(reply["recipes"].as_array().unwrap().len(), 1, "{reply}");
     assert_eq!(reply["recipes"][0]["model"], "all-minilm-l6-v2");
     let reply = host.request(json!({"id": 3, "request_type": "GetRecipes"}));
-    assert_eq!(reply["recipes"].as_array().unwrap().len(), 3, "{reply}");
+    assert_eq!(reply["recipes"].as_array().unwrap().len(), 4, "{reply}");
+    assert_eq!(reply["recipes"][0]["model"], "smollm2-135m-instruct-q4_1");
 }
 
 #[test]
+#[ignore = "run inside unshare --net by pulls_run_in_a_network_namespace_of_their_own"]
 fn tabagent_pull_downloads_with_a_progress_bar() {
+    isolated();
     let body = fake_gguf(1 << 20);
     let server = FileServer::start(HashMap::from([("/cli.gguf", body.clone())]), None);
     let data = TempDir::new("data");
@@ -464,6 +554,7 @@ fn tabagent_pull_downloads_with_a_progress_bar() {
             &sha256_hex(&body),
         ])
         .env("TABAGENT_MODELS_DIR", &models)
+        .env("TABAGENT_ALLOW_LOOPBACK_PULLS", "true")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -484,6 +575,7 @@ fn tabagent_pull_downloads_with_a_progress_bar() {
             &"1".repeat(64),
         ])
         .env("TABAGENT_MODELS_DIR", &models)
+        .env("TABAGENT_ALLOW_LOOPBACK_PULLS", "true")
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -57,8 +57,9 @@ impl Stream {
         let body = body.to_string();
         write!(
             socket,
-            "POST /api/chat HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /api/chat HTTP/1.1\r\nHost: {}\r\n{}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             server.addr,
+            crate::util::auth_line(),
             body.len()
         )
         .unwrap();
@@ -256,7 +257,9 @@ fn tight_server(models: &TempDir) -> HttpServer {
             .env("TABAGENT_MODELS_DIR", &models)
             .env("TABAGENT_SEND_QUEUE_BYTES", "16384")
             .env("TABAGENT_SEND_TIMEOUT", "2")
-            .env("TABAGENT_HTTP_SEND_BUFFER", "4096");
+            .env("TABAGENT_HTTP_SEND_BUFFER", "4096")
+            // The pull below comes from a file server on loopback.
+            .env("TABAGENT_ALLOW_LOOPBACK_PULLS", "true");
     })
 }
 
@@ -280,8 +283,9 @@ fn a_chat_stream_nobody_reads_ends_and_stalls_no_one() {
         "messages": [{"role": "user", "content": "hello"}]})
     .to_string();
     let head = format!(
-        "POST /api/chat HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /api/chat HTTP/1.1\r\nHost: {}\r\n{}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         server.addr,
+        crate::util::auth_line(),
         body.len()
     );
     let mut stalled = never_reads(&server, &head);
@@ -324,8 +328,9 @@ fn an_event_subscriber_that_never_reads_holds_up_no_load_or_pull() {
     let models = crate::inference::tiny_models(&["tiny"]);
     let server = tight_server(&models);
     let head = format!(
-        "GET /api/events HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        server.addr
+        "GET /api/events HTTP/1.1\r\nHost: {}\r\n{}Connection: close\r\n\r\n",
+        server.addr,
+        crate::util::auth_line()
     );
     let mut subscriber = never_reads(&server, &head);
     std::thread::sleep(Duration::from_millis(200));
@@ -346,12 +351,13 @@ fn an_event_subscriber_that_never_reads_holds_up_no_load_or_pull() {
         );
     }
     let file = crate::pull::fake_gguf(4 << 20);
+    let sha256 = crate::pull::sha256_hex(&file);
     let files =
         crate::pull::FileServer::start(std::collections::HashMap::from([("/m.gguf", file)]), None);
     let started = Instant::now();
     let pulled = server.post(
         "/api/pull",
-        &json!({"url": files.url("/m.gguf"), "model": "pulled"}),
+        &json!({"url": files.url("/m.gguf"), "model": "pulled", "sha256": sha256}),
     );
     assert!(pulled.events().last().unwrap().contains("PullComplete"));
     assert!(started.elapsed() < Duration::from_secs(10));

@@ -11,8 +11,12 @@ mod http;
 #[cfg(feature = "llama")]
 mod inference;
 #[cfg(feature = "llama")]
+mod instruct;
+#[cfg(feature = "llama")]
 mod limits;
 mod native;
+#[cfg(feature = "llama")]
+mod openai_responses;
 mod pull;
 #[cfg(feature = "llama")]
 mod request_path;
@@ -21,3 +25,6 @@ mod responses;
 #[cfg(feature = "webrtc")]
 mod rtc;
 mod store;
+#[cfg(feature = "llama")]
+mod structured;
+mod trust;

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: temp dirs, the binary as a
 //! native messaging host or an HTTP server, and a minimal HTTP client that
-//! lets a test set any header (Host, Origin) and read SSE.
+//! lets a test set any header (Host, Origin) and read SSE. Every binary they
+//! start has the key [`TEST_KEY`], and [`http`] sends it.
 
 #![allow(dead_code)] // each test module uses a different subset
 
@@ -14,6 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+
+/// The API key spawned servers get (`TABAGENT_API_KEY`).
+pub const TEST_KEY: &str = "tabagent-test-key";
+
+/// The header line that carries [`TEST_KEY`], for hand-written requests.
+pub fn auth_line() -> String {
+    format!("Authorization: Bearer {TEST_KEY}\r\n")
+}
 
 /// The binary under test.
 pub fn binary() -> PathBuf {
@@ -37,6 +46,36 @@ pub fn tiny_gguf() -> &'static Path {
         );
         out
     })
+}
+
+/// The tiny random GGUF with the chat template of
+/// `tests/fixtures/templates/<template>.jinja` instead of ChatML and a
+/// 4096-token context (room for tool definitions), built once per test run
+/// and template.
+#[cfg(feature = "llama")]
+pub fn tiny_gguf_with_template(template: &str) -> PathBuf {
+    static MADE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join(format!("tabagent-tiny-{}", std::process::id()));
+    let out = dir.join(format!("tiny-{template}.gguf"));
+    let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    if !made.iter().any(|t| t == template) {
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = env!("CARGO_MANIFEST_DIR");
+        let status = Command::new("python3")
+            .arg(format!("{root}/tests/fixtures/make_tiny_gguf.py"))
+            .arg(&out)
+            .arg("--template")
+            .arg(format!("{root}/tests/fixtures/templates/{template}.jinja"))
+            .args(["--context", "4096"])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "make_tiny_gguf.py --template {template} failed"
+        );
+        made.push(template.to_string());
+    }
+    out
 }
 
 /// A directory removed when dropped.
@@ -78,6 +117,7 @@ pub fn command_for(program: impl AsRef<std::ffi::OsStr>, data_dir: &Path) -> Com
         .env("HOME", data_dir)
         .env("TABAGENT_DATA_DIR", data_dir)
         .env("TABAGENT_LOG", "info")
+        .env("TABAGENT_API_KEY", TEST_KEY)
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     if let Some(lib) = std::env::var_os("ORT_DYLIB_PATH") {
         command.env("ORT_DYLIB_PATH", lib);
@@ -231,8 +271,13 @@ impl HttpServer {
     }
 
     /// Starts a prepared command (see [`command_for`]) in HTTP mode.
-    pub fn start_command(mut command: Command, data: TempDir) -> HttpServer {
-        command.args(["--mode", "http", "--bind", "127.0.0.1:0"]);
+    pub fn start_command(command: Command, data: TempDir) -> HttpServer {
+        Self::start_in_mode(command, data, "http")
+    }
+
+    /// Starts a prepared command in `mode` (http, webrtc or all).
+    pub fn start_in_mode(mut command: Command, data: TempDir, mode: &str) -> HttpServer {
+        command.args(["--mode", mode, "--bind", "127.0.0.1:0"]);
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -346,13 +391,35 @@ impl HttpReply {
 }
 
 /// One request on a fresh connection (`Connection: close`); the headers given
-/// override the defaults (Host, Content-Type).
+/// override the defaults (Host, Content-Type, the key's Authorization).
 pub fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
+) -> HttpReply {
+    request(addr, method, path, headers, body, true)
+}
+
+/// [`http`] without the key.
+pub fn http_without_key(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> HttpReply {
+    request(addr, method, path, headers, body, false)
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    with_key: bool,
 ) -> HttpReply {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
@@ -361,6 +428,12 @@ pub fn http(
     let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
         head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    let has_key = |(n, _): &&(&str, &str)| {
+        n.eq_ignore_ascii_case("authorization") || n.eq_ignore_ascii_case("x-api-key")
+    };
+    if with_key && !headers.iter().any(|h| has_key(&h)) {
+        head.push_str(&auth_line());
     }
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));

@@ -177,7 +177,7 @@ export class TabAgentClient {
    * `done: true` message; an Error reply throws. The returned iterable has the
    * request's `id` (for cancel). Leaving the loop early (break, throw) stops a
    * generation on the server. `timeoutMs` is an idle timeout between replies.
-   * Chat, Generate and Responses get `stream: true` unless fields say otherwise.
+   * Chat, Generate, Responses and CreateResponse get `stream: true` unless fields say otherwise.
    * @param {string} type
    * @param {Record<string, any>} [fields]
    * @param {RequestOptions} [options]

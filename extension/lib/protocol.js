@@ -45,6 +45,10 @@ export const Req = Object.freeze({
   Chat: 'Chat',
   Generate: 'Generate',
   Responses: 'Responses',
+  // OpenAI's Responses API (the body of POST /v1/responses)
+  CreateResponse: 'CreateResponse',
+  GetResponse: 'GetResponse',
+  DeleteResponse: 'DeleteResponse',
   StopGeneration: 'StopGeneration',
   GetHaltStatus: 'GetHaltStatus',
   ListModels: 'ListModels',
@@ -91,6 +95,9 @@ export const Res = Object.freeze({
   Event: 'Event',
   ChatChunk: 'ChatChunk',
   ChatComplete: 'ChatComplete',
+  ResponseStarted: 'ResponseStarted',
+  ResponseResult: 'ResponseResult',
+  ResponseDeleted: 'ResponseDeleted',
   PullProgress: 'PullProgress',
   ModelList: 'ModelList',
   Health: 'Health',
@@ -113,7 +120,7 @@ export const EVENT_CLIENT_STATUS = 'client.status';
 
 /** Requests that start a generation, so a hang-up or abort should stop them. */
 /** @type {ReadonlySet<string>} */
-export const GENERATION_TYPES = new Set([Req.Chat, Req.Generate, Req.Responses]);
+export const GENERATION_TYPES = new Set([Req.Chat, Req.Generate, Req.Responses, Req.CreateResponse]);
 
 /** Model kinds as the server reports them. */
 export const ModelKind = Object.freeze({ Chat: 'chat', Embedding: 'embedding', Rerank: 'rerank' });
@@ -181,6 +188,42 @@ export function eventName(msg) {
 export function chunkText(msg) {
   const t = msg.delta ?? msg.content ?? msg.token ?? msg.text_delta;
   return typeof t === 'string' ? t : '';
+}
+
+/**
+ * Tools and output constraints a Chat request may carry (the server's
+ * `Structure`): at most one of `json_schema`, `grammar` and `tools`.
+ * @typedef {{type: 'function', function: {name: string, description?: string, parameters?: object}}} Tool
+ * @typedef {'auto' | 'none' | 'required' | {type: 'function', function: {name: string}}} ToolChoice
+ * @typedef {{id: string, type: 'function', function: {name: string, arguments: string}}} ToolCall
+ * @typedef {{index: number, id?: string, name?: string, arguments: string}} ToolCallDelta
+ * @typedef {object} ChatStructure
+ * @property {Tool[]} [tools]
+ * @property {ToolChoice} [tool_choice]
+ * @property {boolean} [parallel_tool_calls]
+ * @property {object} [json_schema] the output must validate against this schema
+ * @property {string} [grammar] a GBNF grammar (start rule `root`)
+ * @property {boolean} [think] false turns a reasoning model's thinking off
+ * @property {Record<string, unknown>} [chat_template_kwargs]
+ */
+
+/**
+ * Reasoning carried by one streamed chunk (a `<think>` block's text).
+ * @param {Envelope} msg
+ * @returns {string}
+ */
+export function chunkReasoning(msg) {
+  return typeof msg.reasoning === 'string' ? msg.reasoning : '';
+}
+
+/**
+ * Tool-call pieces of one streamed chunk; a call's first piece has its id
+ * and name, later ones add to its arguments.
+ * @param {Envelope} msg
+ * @returns {ToolCallDelta[]}
+ */
+export function chunkToolCalls(msg) {
+  return Array.isArray(msg.tool_calls) ? msg.tool_calls : [];
 }
 
 /**

@@ -40,6 +40,25 @@ export function nativeTransport(chromeApi, host = NATIVE_HOST) {
 }
 
 /**
+ * The server's API key, from the native host: it hands the key over native
+ * messaging only (Chrome lets only this extension start it), so WebRTC
+ * signaling needs no step from the user when the host is installed.
+ * Undefined when there is no host (a browser-only install types the key on
+ * the options page).
+ * @param {typeof chrome} chromeApi
+ * @param {string} [host]
+ * @returns {Promise<string | undefined>}
+ */
+export async function keyFromHost(chromeApi, host = NATIVE_HOST) {
+  try {
+    const reply = await chromeApi.runtime.sendNativeMessage(host, { id: 'api-key', request_type: 'GetApiKey' });
+    return typeof reply?.api_key === 'string' && reply.api_key !== '' ? reply.api_key : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * A page's way to the service worker's relay.
  * @param {typeof chrome} chromeApi
  * @returns {Transport}

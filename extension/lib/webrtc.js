@@ -45,12 +45,16 @@ async function describeFailure(res) {
     const text = await res.text();
     try {
       const j = JSON.parse(text);
-      detail = j.detail ?? j.title ?? j.error?.detail ?? j.error?.title ?? text;
+      detail = j.detail ?? j.title ?? j.error?.message ?? j.error?.detail ?? j.error?.title ?? text;
     } catch {
       detail = text;
     }
   } catch {
     // no body
+  }
+  if (res.status === 401) {
+    // no key, or an old one: only the user can fix that (or the native host)
+    return 'signaling failed: HTTP 401: the server wants its API key; run `tabagent token` and paste what it prints on the options page';
   }
   return `signaling failed: HTTP ${res.status}${detail ? `: ${String(detail).slice(0, 200)}` : ''}`;
 }

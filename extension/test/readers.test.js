@@ -119,3 +119,16 @@ test('settings fall back to defaults on bad input', () => {
   assert.equal(normalizeServerUrl('http://127.0.0.1:8080/base/'), 'http://127.0.0.1:8080/base');
   assert.equal(normalizeServerUrl('javascript:alert(1)'), null);
 });
+
+test('chunk readers split text, reasoning and tool-call pieces', async () => {
+  const { chunkText, chunkReasoning, chunkToolCalls } = await import('../lib/protocol.js');
+  const chunk = {
+    response_type: 'ChatChunk', delta: 'ok', reasoning: 'hmm',
+    tool_calls: [{ index: 0, id: 'call_1', name: 'open_tab', arguments: '{"url"' }],
+  };
+  assert.equal(chunkText(chunk), 'ok');
+  assert.equal(chunkReasoning(chunk), 'hmm');
+  assert.deepEqual(chunkToolCalls(chunk)[0].name, 'open_tab');
+  assert.equal(chunkReasoning({ delta: 'x' }), '');
+  assert.deepEqual(chunkToolCalls({ delta: 'x' }), []);
+});

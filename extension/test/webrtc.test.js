@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { bridge, decodeMessage, dial } from '../lib/webrtc.js';
-import { wrapRtcPort } from '../lib/transports.js';
+import { keyFromHost, wrapRtcPort } from '../lib/transports.js';
 import { FakePort, flush } from './helpers/fakes.js';
 
 class FakeChannel extends EventTarget {
@@ -147,14 +147,55 @@ test('dial fails with the server problem detail and closes the peer', async () =
   peers = [];
   FakePeer.stuckGathering = false;
   const { fn } = fakeFetch(() => ({
-    status: 401,
-    body: { type: 'unauthorized', title: 'unauthorized', status: 401, detail: 'bad api key' },
+    status: 403,
+    body: { type: 'urn:tabagent:problem:origin-not-allowed', title: 'Origin not allowed', status: 403, detail: 'origin x may not call this server' },
   }));
   await assert.rejects(
     dial({ serverUrl: 'http://127.0.0.1:8080', fetchFn: fn, PeerConnection: /** @type {any} */ (FakePeer) }),
-    /HTTP 401: bad api key/,
+    /HTTP 403: origin x may not call this server/,
   );
   assert.equal(peers[0].closed, true);
+});
+
+test('a 401 tells the user where the key comes from', async () => {
+  peers = [];
+  FakePeer.stuckGathering = false;
+  const { fn } = fakeFetch(() => ({
+    status: 401,
+    body: { error: { message: 'this server needs its API key', type: 'invalid_request_error', code: 'invalid_api_key' } },
+  }));
+  await assert.rejects(
+    dial({ serverUrl: 'http://127.0.0.1:8080', apiKey: 'old', fetchFn: fn, PeerConnection: /** @type {any} */ (FakePeer) }),
+    /HTTP 401: the server wants its API key; run `tabagent token` and paste what it prints on the options page/,
+  );
+  assert.equal(peers[0].closed, true);
+});
+
+test('keyFromHost asks the native host for GetApiKey, and is undefined without a host', async () => {
+  /** @type {any[]} */
+  const sent = [];
+  const withHost = /** @type {any} */ ({
+    runtime: {
+      sendNativeMessage: async (/** @type {string} */ host, /** @type {any} */ message) => {
+        sent.push({ host, message });
+        return { id: message.id, response_type: 'ApiKey', api_key: 'the-key', done: true };
+      },
+    },
+  });
+  assert.equal(await keyFromHost(withHost), 'the-key');
+  assert.deepEqual(sent, [{ host: 'com.tabagent.host', message: { id: 'api-key', request_type: 'GetApiKey' } }]);
+  const noHost = /** @type {any} */ ({
+    runtime: {
+      sendNativeMessage: async () => {
+        throw new Error('Specified native messaging host not found.');
+      },
+    },
+  });
+  assert.equal(await keyFromHost(noHost), undefined);
+  const refused = /** @type {any} */ ({
+    runtime: { sendNativeMessage: async () => ({ response_type: 'Error', error: { status: 403 } }) },
+  });
+  assert.equal(await keyFromHost(refused), undefined);
 });
 
 test('dial gives up when the channel never opens', async () => {

@@ -7,10 +7,156 @@ use super::{JobId, RequestId};
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
-    /// The text of the turn.
+    /// The text of the turn (may be empty on an assistant turn that only
+    /// calls tools).
+    #[serde(default)]
     pub content: String,
+    /// The tools an assistant turn called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// On a `tool` turn: the call this is the result of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// On a `tool` turn: the function's name (some templates show it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// On an assistant turn: its reasoning, shown to templates that keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+}
+
+impl ChatMessage {
+    /// A plain text turn.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+            reasoning_content: None,
+        }
+    }
+}
+
+/// A call of a function tool, as OpenAI shapes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id, echoed by the `tool` turn that answers it.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type", default = "function")]
+    pub kind: String,
+    /// What is called.
+    pub function: FunctionCall,
+}
+
+/// The function and its arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    /// The function's name.
+    pub name: String,
+    /// The arguments: a JSON object, as a string (OpenAI's shape).
+    pub arguments: String,
+}
+
+/// A tool the model may call: OpenAI's `{type: function, function: {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function.
+    pub function: FunctionDefinition,
+}
+
+/// A function's name, description and JSON-schema parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionDefinition {
+    /// The name the model calls it by.
+    pub name: String,
+    /// What it does, for the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A JSON schema of its arguments (an object); any object when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+    /// OpenAI's strict flag; arguments are always held to the schema here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// Whether and which tool the model must call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ToolChoice {
+    /// `auto` (the default with tools), `none` or `required`.
+    Mode(ToolMode),
+    /// `{type: function, function: {name}}`: exactly this one.
+    Named(NamedTool),
+}
+
+/// The three modes of `tool_choice`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolMode {
+    /// The model decides.
+    Auto,
+    /// No tool call, even with tools listed.
+    None,
+    /// At least one tool call.
+    Required,
+}
+
+/// A tool named by `tool_choice`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedTool {
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function's name.
+    pub function: NamedFunction,
+}
+
+/// The name of a function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedFunction {
+    /// The function's name.
+    pub name: String,
+}
+
+fn function() -> String {
+    "function".into()
+}
+
+/// What a chat may call and what shape its output must take. Everything
+/// here is empty by default: free text, no tools.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Structure {
+    /// Tools the model may call.
+    #[serde(default)]
+    pub tools: Vec<Tool>,
+    /// Whether and which tool it must call (`auto` when tools are given).
+    #[serde(default)]
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether one turn may call several tools (default true).
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
+    /// A JSON schema the output must validate against.
+    #[serde(default)]
+    pub json_schema: Option<serde_json::Value>,
+    /// A raw GBNF grammar (llama.cpp's) the output must match.
+    #[serde(default)]
+    pub grammar: Option<String>,
+    /// False turns a reasoning model's thinking off, where its template
+    /// supports that; true or absent leaves the template's default.
+    #[serde(default)]
+    pub think: Option<bool>,
+    /// Extra variables for the chat template (`enable_thinking`, ...).
+    #[serde(default)]
+    pub chat_template_kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Per-request sampling settings; anything left out comes from GetParams.
@@ -28,6 +174,20 @@ pub struct Sampling {
     pub max_tokens: Option<u32>,
     #[serde(default)]
     pub stop: Vec<String>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    /// Token id (as a string, OpenAI's shape) to a bias in -100..=100.
+    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
+    /// Report each generated token's log probability.
+    #[serde(default)]
+    pub logprobs: bool,
+    /// And this many most likely alternatives per token (0..=20).
+    pub top_logprobs: Option<u32>,
+    /// Keep generating past end-of-sequence (benchmarks), up to max_tokens.
+    #[serde(default)]
+    pub ignore_eos: bool,
+    /// End-of-sequence is not taken before this many tokens.
+    pub min_tokens: Option<u32>,
 }
 
 /// Chat: the model's chat template is applied to `messages`.
@@ -43,6 +203,9 @@ pub struct ChatRequest {
     /// Sampling settings.
     #[serde(flatten)]
     pub sampling: Sampling,
+    /// Tools and output constraints.
+    #[serde(flatten)]
+    pub structure: Structure,
 }
 
 /// Generate: a raw prompt, no template.
@@ -58,6 +221,12 @@ pub struct GenerateRequest {
     /// Sampling settings.
     #[serde(flatten)]
     pub sampling: Sampling,
+    /// A JSON schema the output must validate against.
+    #[serde(default)]
+    pub json_schema: Option<serde_json::Value>,
+    /// A raw GBNF grammar (llama.cpp's) the output must match.
+    #[serde(default)]
+    pub grammar: Option<String>,
 }
 
 /// Responses: chat that persists to a session kept by the server.
@@ -81,6 +250,10 @@ pub struct ResponsesRequest {
 
 fn yes() -> bool {
     true
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Names another request (StopGeneration, GetHaltStatus): by the server's
@@ -136,10 +309,70 @@ pub struct DetokenizeRequest {
 }
 
 /// A piece of streamed output.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ChatChunk {
     /// The text generated since the previous chunk.
     pub delta: String,
+    /// Reasoning (a `<think>` block) generated since the previous chunk.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reasoning: String,
+    /// Pieces of tool calls, OpenAI's deltas: the first piece of a call has
+    /// its id and name, later ones add to its arguments.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallDelta>,
+    /// Log probabilities of the tokens behind this chunk (when asked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+impl ChatChunk {
+    /// A chunk of plain text.
+    pub fn text(delta: impl Into<String>) -> ChatChunk {
+        ChatChunk {
+            delta: delta.into(),
+            ..ChatChunk::default()
+        }
+    }
+}
+
+/// A piece of one tool call in a stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCallDelta {
+    /// Which call of the turn (0, 1, ...).
+    pub index: u32,
+    /// The call's id (first piece only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The function's name (first piece only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// More of the arguments' JSON text.
+    pub arguments: String,
+}
+
+/// One generated token's log probability, and the likeliest alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its natural log probability.
+    pub logprob: f32,
+    /// The token's UTF-8 bytes (a piece may be part of a character).
+    pub bytes: Vec<u8>,
+    /// The most likely tokens at this position (`top_logprobs` of them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// An alternative token at one position.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its natural log probability.
+    pub logprob: f32,
+    /// The token's UTF-8 bytes.
+    pub bytes: Vec<u8>,
 }
 
 /// Token counts of one generation.
@@ -166,6 +399,8 @@ pub enum FinishReason {
     Length,
     /// StopGeneration or the client went away.
     Cancelled,
+    /// The model called tools; their results are awaited.
+    ToolCalls,
 }
 
 /// The final message of a chat or generation.
@@ -173,8 +408,20 @@ pub enum FinishReason {
 pub struct ChatComplete {
     /// The model that answered.
     pub model: String,
-    /// The whole generated text.
+    /// The whole generated text (without reasoning or tool calls).
     pub text: String,
+    /// The reasoning the model produced (a `<think>` block), when any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// The tools the model called.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// Log probabilities of every generated token (when asked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprob>,
+    /// Messages dropped from the middle of an over-long conversation.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub trimmed_messages: u32,
     /// Token counts.
     pub usage: Usage,
     /// Why it ended.

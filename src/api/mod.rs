@@ -9,6 +9,7 @@ pub mod chat;
 pub mod events;
 mod ids;
 pub mod models;
+pub mod responses;
 pub mod retrieval;
 pub mod rtc;
 pub mod system;
@@ -22,6 +23,7 @@ pub use chat::*;
 pub use events::*;
 pub use ids::{JobId, RequestId};
 pub use models::*;
+pub use responses::*;
 pub use retrieval::*;
 pub use rtc::*;
 pub use system::*;
@@ -35,6 +37,10 @@ pub enum Request {
     Chat(ChatRequest),
     Generate(GenerateRequest),
     Responses(ResponsesRequest),
+    // OpenAI's Responses API
+    CreateResponse(CreateResponseRequest),
+    GetResponse(ResponseRef),
+    DeleteResponse(ResponseRef),
     StopGeneration(TargetRequest),
     GetHaltStatus(TargetRequest),
     Tokenize(TokenizeRequest),
@@ -73,6 +79,8 @@ pub enum Request {
     // parameters
     GetParams(Empty),
     SetParams(ParamsPatch),
+    // the API key, answered over native messaging only (transport::native_port)
+    GetApiKey(Empty),
     // WebRTC signaling
     CreateWebRtcOffer(CreateOfferRequest),
     SubmitWebRtcAnswer(SubmitAnswerRequest),
@@ -96,6 +104,9 @@ impl Request {
             Chat,
             Generate,
             Responses,
+            CreateResponse,
+            GetResponse,
+            DeleteResponse,
             StopGeneration,
             GetHaltStatus,
             Tokenize,
@@ -129,6 +140,7 @@ impl Request {
             SelectModel,
             GetParams,
             SetParams,
+            GetApiKey,
             CreateWebRtcOffer,
             SubmitWebRtcAnswer,
             AddIceCandidate,
@@ -165,6 +177,9 @@ pub struct Empty {}
 ///
 /// The id is read first, so that a message with a valid id but a bad body gets
 /// an error carrying that id; a message that is not a JSON object gets `null`.
+// The error is the cold path of every request and is answered at once; a
+// box would cost an allocation for nothing.
+#[allow(clippy::result_large_err)]
 pub fn parse_request(bytes: &[u8]) -> Result<(RequestId, Request), (RequestId, ApiError)> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         let detail = if std::str::from_utf8(bytes).is_err() {
@@ -178,6 +193,7 @@ pub fn parse_request(bytes: &[u8]) -> Result<(RequestId, Request), (RequestId, A
 }
 
 /// Reads the id and request out of a JSON value (see [`parse_request`]).
+#[allow(clippy::result_large_err)] // as parse_request
 pub fn request_from_value(value: Value) -> Result<(RequestId, Request), (RequestId, ApiError)> {
     let Value::Object(mut object) = value else {
         return Err((
@@ -273,6 +289,10 @@ pub enum Response {
     Stopped(HaltStatus),
     Tokens(Tokens),
     Text(DetokenizedText),
+    // OpenAI's Responses API: Started is streamed first, then Result
+    ResponseStarted(Box<ResponseReply>),
+    ResponseResult(Box<ResponseReply>),
+    ResponseDeleted(ResponseDeleted),
     // models
     ModelList(ModelList),
     ModelDetails(Box<ModelDetails>),
@@ -306,6 +326,7 @@ pub enum Response {
     Stats(Stats),
     Resources(Resources),
     Params(GenerationParams),
+    ApiKey(ApiKeyReply),
     // WebRTC signaling
     WebRtcSession(RtcSession),
     WebRtcSignal(RtcSignal),
@@ -322,6 +343,7 @@ impl Response {
         !matches!(
             self,
             Response::ChatChunk(_)
+                | Response::ResponseStarted(_)
                 | Response::PullProgress(_)
                 | Response::Subscribed(_)
                 | Response::Event(_)
@@ -459,7 +481,7 @@ mod tests {
         let reply = Reply {
             id: RequestId::text("x"),
             job_id: Some(a),
-            response: Response::ChatChunk(ChatChunk { delta: "d".into() }),
+            response: Response::ChatChunk(ChatChunk::text("d")),
         };
         let out: Value = serde_json::from_slice(&reply.to_json()).unwrap();
         assert_eq!(out["job_id"], a.to_string());
@@ -467,7 +489,7 @@ mod tests {
 
     #[test]
     fn chunks_are_not_final() {
-        let chunk = Response::ChatChunk(ChatChunk { delta: "hi".into() });
+        let chunk = Response::ChatChunk(ChatChunk::text("hi"));
         let out: Value =
             serde_json::from_slice(&Reply::new(RequestId::text("x"), chunk).to_json()).unwrap();
         assert_eq!(out["done"], false);

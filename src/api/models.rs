@@ -28,12 +28,16 @@ pub struct LoadModelRequest {
 /// Download a model.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PullModelRequest {
-    /// `https://...`, `http://...` or `hf://owner/repo/file`.
+    /// `https://...` or `hf://owner/repo/file` (`http://` only from loopback,
+    /// with `allow_loopback_pulls`).
     pub url: String,
     /// The id to store it under; derived from the URL when left out.
     pub model: Option<String>,
     /// Expected sha256 (hex); the file is discarded when it differs.
     pub sha256: Option<String>,
+    /// Pull without a sha256 (needed for files the catalog does not list).
+    #[serde(default)]
+    pub allow_unverified: bool,
 }
 
 /// Delete a model file.
@@ -141,8 +145,15 @@ pub struct ModelDetails {
     pub quantization: Option<String>,
     /// Whether the GGUF carries its own chat template.
     pub has_chat_template: Option<bool>,
-    /// The template tabagent applies: `embedded` or a fallback's name.
+    /// The template tabagent applies: `embedded` (the GGUF's own Jinja
+    /// template, rendered by minijinja) or the name of llama.cpp's built-in
+    /// template used as a fallback for a GGUF without one.
     pub chat_template: Option<String>,
+    /// GGUF `general.finetune` (`Instruct`, ...), absent on a base model.
+    pub finetune: Option<String>,
+    /// Whether it is tuned to chat (a fine-tune or its own chat template)
+    /// rather than a base model that only continues text.
+    pub instruct: Option<bool>,
     /// Embedding dimension (ONNX).
     pub embedding_dimensions: Option<u64>,
 }

@@ -3,6 +3,13 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// GetApiKey's reply (over native messaging only).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyReply {
+    /// The key HTTP clients send as `Authorization: Bearer KEY`.
+    pub api_key: String,
+}
+
 /// Health's reply.
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {

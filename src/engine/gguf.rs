@@ -114,6 +114,8 @@ pub struct GgufFacts {
     pub quantization: Option<String>,
     /// `tokenizer.chat_template`, when present.
     pub chat_template: Option<String>,
+    /// `general.finetune` (e.g. `Instruct`), absent on a base model.
+    pub finetune: Option<String>,
     /// Bytes of tensor data.
     pub tensor_bytes: u64,
     /// Bytes of the file.
@@ -232,6 +234,7 @@ impl Header {
             parameter_count: self.parameter_count,
             quantization,
             chat_template: text("tokenizer.chat_template"),
+            finetune: text("general.finetune"),
             tensor_bytes: self.tensor_bytes,
             file_bytes,
             architecture,

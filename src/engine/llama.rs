@@ -21,17 +21,21 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
-use super::gguf::fallback_template;
+mod prompt;
+mod sampling;
+
 use super::manager::Progress;
-use super::text::{Generation, SamplingConfig, TextModel, TextStream};
-use crate::api::{ChatMessage, FinishReason};
+use super::text::{Generation, Piece, SamplingConfig, TemplateInput, TextModel, TextStream};
+use crate::api::FinishReason;
 use crate::error::ApiError;
 use crate::jobs::lock;
+use prompt::PromptTemplate;
+use sampling::TokenSampler;
 
 /// How to load a GGUF model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +98,12 @@ struct Session<'model> {
 /// A GGUF model ready to generate.
 pub struct LlamaTextModel {
     model: Arc<LlamaModel>,
-    template: LlamaChatTemplate,
-    template_name: String,
+    /// The file's name, for errors.
+    name: String,
+    template: PromptTemplate,
     context_size: u32,
+    /// The vocabulary's end-of-generation tokens (for `min_tokens`, `ignore_eos`).
+    eog: Vec<LlamaToken>,
     gate: Gate,
     loaded: Mutex<Loaded>,
 }
@@ -123,7 +130,16 @@ impl LlamaTextModel {
             ))
         })?;
         let model = Arc::new(model);
-        let (template, template_name) = choose_template(&model, architecture);
+        let template = PromptTemplate::choose(&model, architecture);
+        if let PromptTemplate::Jinja(compiled) = &template
+            && let Err(e) = compiled.as_ref()
+        {
+            log::warn!(
+                "the chat template of {} does not compile: {e}",
+                path.display()
+            );
+        }
+        let template_name = template.name().to_string();
         let loaded = Loaded::try_new(Arc::clone(&model), |model| {
             let context = model
                 .new_context(
@@ -148,11 +164,20 @@ impl LlamaTextModel {
             path.display(),
             context_size
         );
+        let vocab = model.vocab();
+        let eog = (0..vocab.n_tokens())
+            .map(LlamaToken)
+            .filter(|t| vocab.is_eog(*t))
+            .collect();
         Ok(LlamaTextModel {
             model,
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             template,
-            template_name,
             context_size,
+            eog,
             gate: Gate::default(),
             loaded: Mutex::new(loaded),
         })
@@ -165,46 +190,29 @@ impl LlamaTextModel {
     }
 }
 
-/// The model's own template when llama.cpp can apply it, else a fallback.
-fn choose_template(model: &LlamaModel, architecture: &str) -> (LlamaChatTemplate, String) {
-    // Plain ASCII literals have no NUL byte.
-    let probe = [("system", "s"), ("user", "u")]
-        .map(|(role, text)| LlamaChatMessage::new(role.into(), text.into()).expect("no NUL"));
-    if let Ok(template) = model.chat_template(None) {
-        if model.apply_chat_template(&template, &probe, true).is_ok() {
-            return (template, "embedded".into());
-        }
-        log::warn!("the model's chat template is not one llama.cpp knows; using a fallback");
-    }
-    let name = fallback_template(architecture);
-    // Names of llama.cpp's built-in templates have no NUL byte.
-    let template = LlamaChatTemplate::new(name).expect("template name has no NUL");
-    (template, name.to_string())
-}
-
 impl TextModel for LlamaTextModel {
     fn context_size(&self) -> u32 {
         self.context_size
     }
 
     fn template_name(&self) -> &str {
-        &self.template_name
+        self.template.name()
     }
 
-    fn apply_template(&self, messages: &[ChatMessage]) -> Result<String, ApiError> {
-        let chat = messages
-            .iter()
-            .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| ApiError::invalid("a message contains a NUL character"))?;
-        self.model
-            .apply_chat_template(&self.template, &chat, true)
-            .map_err(|e| {
-                ApiError::invalid(format!(
-                    "cannot apply the {} chat template: {e}",
-                    self.template_name
-                ))
-            })
+    fn template_source(&self) -> Option<&str> {
+        self.template.source()
+    }
+
+    fn apply_template(&self, input: &TemplateInput<'_>) -> Result<String, ApiError> {
+        self.template.render(&self.model, input, &self.name)
+    }
+
+    fn schema_grammar(&self, schema: &serde_json::Value) -> Result<String, ApiError> {
+        llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
+            ApiError::invalid(format!(
+                "llama.cpp cannot make a grammar of the schema: {e}"
+            ))
+        })
     }
 
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<i32>, ApiError> {
@@ -229,7 +237,7 @@ impl TextModel for LlamaTextModel {
         prompt: &str,
         sampling: &SamplingConfig,
         cancel: &AtomicBool,
-        on_text: &mut dyn FnMut(&str) -> bool,
+        on_token: &mut dyn FnMut(Piece<'_>) -> bool,
     ) -> Result<Generation, ApiError> {
         let tokens = self.tokens(prompt, true);
         let n_ctx = self.context_size as usize;
@@ -251,11 +259,27 @@ impl TextModel for LlamaTextModel {
                 finish_reason: FinishReason::Cancelled,
             });
         };
+        let mut sampler = TokenSampler::new(&self.model, sampling, &self.eog)?;
         let mut loaded = lock(&self.loaded);
         loaded.with_dependent_mut(|model, session| {
-            run(model, session, &tokens, sampling, cancel, on_text)
+            let mut generating = Generating {
+                sampler: &mut sampler,
+                sampling,
+                cancel,
+                on_token,
+            };
+            run(model, session, &tokens, &mut generating)
         })
     }
+}
+
+/// What one generation brings to the context: its sampler and settings,
+/// its cancel flag and where its tokens go.
+struct Generating<'a> {
+    sampler: &'a mut TokenSampler,
+    sampling: &'a SamplingConfig,
+    cancel: &'a AtomicBool,
+    on_token: &'a mut dyn FnMut(Piece<'_>) -> bool,
 }
 
 /// One generation on the session's context.
@@ -263,10 +287,9 @@ fn run(
     model: &LlamaModel,
     session: &mut Session<'_>,
     tokens: &[LlamaToken],
-    sampling: &SamplingConfig,
-    cancel: &AtomicBool,
-    on_text: &mut dyn FnMut(&str) -> bool,
+    turn: &mut Generating<'_>,
 ) -> Result<Generation, ApiError> {
+    let (sampling, cancel) = (turn.sampling, turn.cancel);
     let n_ctx = session.context.n_ctx() as usize;
     let decode_error = |e: llama_cpp_2::DecodeError| {
         ApiError::internal(format!("llama.cpp could not evaluate the batch: {e}"))
@@ -316,7 +339,6 @@ fn run(
         session.cached.extend_from_slice(chunk);
     }
 
-    let mut sampler = sampler_chain(model, sampling);
     let vocab = model.vocab();
     let mut stream = TextStream::new(&sampling.stop);
     let mut piece = Vec::with_capacity(32);
@@ -328,15 +350,22 @@ fn run(
         if completion >= sampling.max_tokens {
             break FinishReason::Length;
         }
-        let token = sampler.sample(&session.context, -1);
-        if vocab.is_eog(token) {
+        let sampled = turn
+            .sampler
+            .sample(&session.context, model, -1, completion)?;
+        let token = sampled.token;
+        if vocab.is_eog(token) && !sampling.ignore_eos {
             break FinishReason::Stop;
         }
         completion += 1;
         piece.clear();
         vocab.token_to_piece_into(token, &mut piece, false, None);
         let delta = stream.push(&piece);
-        if !on_text(delta) {
+        let shown = Piece {
+            text: delta,
+            logprob: sampled.logprob.as_ref(),
+        };
+        if !(turn.on_token)(shown) {
             break FinishReason::Cancelled;
         }
         if stream.stopped() {
@@ -361,7 +390,10 @@ fn run(
     if finish != FinishReason::Cancelled {
         let rest = stream.finish();
         if !rest.is_empty() {
-            on_text(rest);
+            (turn.on_token)(Piece {
+                text: rest,
+                logprob: None,
+            });
         }
     }
     Ok(Generation {
@@ -386,13 +418,16 @@ fn cancelled(prompt: usize, reused: usize, text: String, completion: u32) -> Gen
 /// llama.cpp's usual order: penalties, top-k, top-p, min-p, temperature, draw.
 pub fn sampler_chain(model: &LlamaModel, sampling: &SamplingConfig) -> LlamaSampler {
     let mut chain = Vec::with_capacity(6);
-    if sampling.repeat_penalty != 1.0 {
+    if sampling.repeat_penalty != 1.0
+        || sampling.frequency_penalty != 0.0
+        || sampling.presence_penalty != 0.0
+    {
         chain.push(LlamaSampler::penalties(
             model.n_vocab(),
             64,
             sampling.repeat_penalty,
-            0.0,
-            0.0,
+            sampling.frequency_penalty,
+            sampling.presence_penalty,
         ));
     }
     if sampling.temperature <= 0.0 {

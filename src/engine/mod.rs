@@ -14,6 +14,9 @@ pub mod limits;
 pub mod llama;
 pub mod loader;
 pub mod manager;
+pub mod structured;
+#[cfg(feature = "templates")]
+pub mod template;
 pub mod text;
 
 use crate::error::ApiError;

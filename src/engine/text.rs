@@ -1,11 +1,14 @@
 //! Text generation as the handler sees it, whatever the backend: the
-//! [`TextModel`] trait, sampling settings resolved against the defaults, and
-//! [`TextStream`], which turns token bytes into UTF-8 deltas and cuts the
-//! output at a stop sequence without ever streaming part of one.
+//! [`TextModel`] trait and sampling settings resolved against the defaults.
+//! [`TextStream`] (in `stream.rs`) turns token bytes into UTF-8 deltas and
+//! cuts the output at a stop sequence without ever streaming part of one.
 
 use std::sync::atomic::AtomicBool;
 
-use crate::api::{ChatMessage, FinishReason, GenerationParams, Sampling};
+mod stream;
+pub use stream::TextStream;
+
+use crate::api::{ChatMessage, FinishReason, GenerationParams, Sampling, TokenLogprob, Tool};
 use crate::error::ApiError;
 
 /// Sampling settings of one request, every field decided.
@@ -27,9 +30,55 @@ pub struct SamplingConfig {
     pub max_tokens: u32,
     /// Texts that end the generation (not included in the output).
     pub stop: Vec<String>,
+    /// OpenAI's penalties on tokens already generated; 0 turns them off.
+    pub presence_penalty: f32,
+    /// See `presence_penalty`.
+    pub frequency_penalty: f32,
+    /// Token id and the bias added to its logit.
+    pub logit_bias: Vec<(i32, f32)>,
+    /// Report logprobs with this many alternatives; None: no logprobs.
+    pub logprobs: Option<u32>,
+    /// Generate past end-of-sequence, up to `max_tokens`.
+    pub ignore_eos: bool,
+    /// End-of-sequence is blocked before this many tokens.
+    pub min_tokens: u32,
+    /// A grammar the output must match.
+    pub grammar: Option<Grammar>,
+}
+
+/// A GBNF grammar (llama.cpp's) with its start rule named `root`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grammar {
+    /// The rules.
+    pub gbnf: String,
+    /// Words that switch the grammar on (a lazy grammar, for tool calls in
+    /// free text); empty: it holds from the first token.
+    pub triggers: Vec<String>,
 }
 
 impl SamplingConfig {
+    /// Greedy decoding of at most `max_tokens`, nothing else switched on
+    /// (benchmarks and tests).
+    pub fn greedy(max_tokens: u32) -> SamplingConfig {
+        SamplingConfig {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            seed: 1,
+            max_tokens,
+            stop: Vec::new(),
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
+            logprobs: None,
+            ignore_eos: false,
+            min_tokens: 0,
+            grammar: None,
+        }
+    }
+
     /// The request's settings over the defaults, validated like SetParams.
     pub fn resolve(
         request: &Sampling,
@@ -61,12 +110,65 @@ impl SamplingConfig {
                 .filter(|s| !s.is_empty())
                 .cloned()
                 .collect(),
+            presence_penalty: penalty("presence_penalty", request.presence_penalty)?,
+            frequency_penalty: penalty("frequency_penalty", request.frequency_penalty)?,
+            logit_bias: logit_bias(request.logit_bias.as_ref())?,
+            logprobs: match (request.logprobs, request.top_logprobs) {
+                (_, Some(top)) if top > 20 => {
+                    return Err(ApiError::out_of_range("top_logprobs", top, "0..=20"));
+                }
+                (false, Some(_)) => {
+                    return Err(ApiError::invalid("top_logprobs needs logprobs: true"));
+                }
+                (true, top) => Some(top.unwrap_or(0)),
+                (false, None) => None,
+            },
+            ignore_eos: request.ignore_eos,
+            min_tokens: request.min_tokens.unwrap_or(0),
+            grammar: None,
         };
         if config.stop.len() > 16 {
             return Err(ApiError::invalid("at most 16 stop sequences"));
         }
         Ok(config)
     }
+}
+
+/// OpenAI's presence and frequency penalties: -2..=2, 0 when absent.
+fn penalty(name: &str, value: Option<f64>) -> Result<f32, ApiError> {
+    match value {
+        None => Ok(0.0),
+        Some(v) if (-2.0..=2.0).contains(&v) => Ok(v as f32),
+        Some(v) => Err(ApiError::out_of_range(name, v, "-2..=2")),
+    }
+}
+
+/// OpenAI's `logit_bias`: token ids (as strings) to biases in -100..=100.
+fn logit_bias(
+    biases: Option<&std::collections::BTreeMap<String, f64>>,
+) -> Result<Vec<(i32, f32)>, ApiError> {
+    let Some(biases) = biases else {
+        return Ok(Vec::new());
+    };
+    if biases.len() > 1024 {
+        return Err(ApiError::invalid("logit_bias holds at most 1024 tokens"));
+    }
+    biases
+        .iter()
+        .map(|(token, bias)| {
+            let id = token
+                .parse::<i32>()
+                .ok()
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| {
+                    ApiError::invalid(format!("logit_bias key {token:?} is not a token id"))
+                })?;
+            if !(-100.0..=100.0).contains(bias) {
+                return Err(ApiError::out_of_range("logit_bias", bias, "-100..=100"));
+            }
+            Ok((id, *bias as f32))
+        })
+        .collect()
 }
 
 /// A fresh seed from the process's random hasher keys and the clock.
@@ -97,19 +199,59 @@ pub struct Generation {
     pub finish_reason: FinishReason,
 }
 
+/// What a chat template renders: the conversation, the tools offered and
+/// the template's extra variables.
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateInput<'a> {
+    /// The conversation so far.
+    pub messages: &'a [ChatMessage],
+    /// Tools the model may call.
+    pub tools: &'a [Tool],
+    /// Extra template variables (`enable_thinking`, ...).
+    pub kwargs: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> TemplateInput<'a> {
+    /// A plain conversation: no tools, no extra variables.
+    pub fn plain(messages: &'a [ChatMessage]) -> TemplateInput<'a> {
+        static NO_KWARGS: std::sync::OnceLock<serde_json::Map<String, serde_json::Value>> =
+            std::sync::OnceLock::new();
+        TemplateInput {
+            messages,
+            tools: &[],
+            kwargs: NO_KWARGS.get_or_init(serde_json::Map::new),
+        }
+    }
+}
+
+/// One generated token as the caller sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Piece<'a> {
+    /// The text it makes visible ("" when it shows nothing yet).
+    pub text: &'a str,
+    /// Its log probability, when the request asked.
+    pub logprob: Option<&'a TokenLogprob>,
+}
+
 /// A loaded chat model (GGUF through llama.cpp, or a fake in tests).
 pub trait TextModel: Send + Sync {
     /// Context size in tokens of the loaded context.
     fn context_size(&self) -> u32;
     /// The chat template applied: `embedded` or a fallback's name.
     fn template_name(&self) -> &str;
+    /// The source of the model's own Jinja template, when that is the one
+    /// applied (tool-call and reasoning formats are read from it).
+    fn template_source(&self) -> Option<&str>;
     /// The conversation as a prompt, ready for the assistant's turn.
-    fn apply_template(&self, messages: &[ChatMessage]) -> Result<String, ApiError>;
+    fn apply_template(&self, input: &TemplateInput<'_>) -> Result<String, ApiError>;
+    /// llama.cpp's GBNF for a JSON schema (already checked by
+    /// `structured::check_schema`).
+    fn schema_grammar(&self, schema: &serde_json::Value) -> Result<String, ApiError>;
     /// Token ids of `text`.
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<i32>, ApiError>;
     /// Text of token ids.
     fn detokenize(&self, tokens: &[i32]) -> Result<String, ApiError>;
-    /// Generates from `prompt`, handing `on_text` the text each token makes
+    /// Generates from `prompt`, handing `on_token` the text each token makes
     /// visible: once per token, with "" for a token that shows nothing yet (a
     /// special token, half a character, a possible stop sequence held back),
     /// so the caller can check on its client. False stops the generation, as
@@ -119,141 +261,8 @@ pub trait TextModel: Send + Sync {
         prompt: &str,
         sampling: &SamplingConfig,
         cancel: &AtomicBool,
-        on_text: &mut dyn FnMut(&str) -> bool,
+        on_token: &mut dyn FnMut(Piece<'_>) -> bool,
     ) -> Result<Generation, ApiError>;
-}
-
-/// Turns token bytes into text deltas: holds back an incomplete UTF-8
-/// character and any tail that may be the start of a stop sequence.
-#[derive(Debug, Default)]
-pub struct TextStream {
-    stop: Vec<String>,
-    pending: Vec<u8>,
-    text: String,
-    sent: usize,
-    stopped: bool,
-}
-
-impl TextStream {
-    /// A stream that ends at the first of `stop`.
-    pub fn new(stop: &[String]) -> TextStream {
-        TextStream {
-            stop: stop.iter().filter(|s| !s.is_empty()).cloned().collect(),
-            ..TextStream::default()
-        }
-    }
-
-    /// Adds one token's bytes; returns the text that may be shown now.
-    pub fn push(&mut self, bytes: &[u8]) -> &str {
-        if self.stopped {
-            return "";
-        }
-        self.pending.extend_from_slice(bytes);
-        self.decode_pending(false);
-        let from = self.sent;
-        let longest = self.stop.iter().map(String::len).max().unwrap_or(0);
-        let mut search = from.saturating_sub(longest);
-        while !self.text.is_char_boundary(search) {
-            search -= 1;
-        }
-        let found = self
-            .stop
-            .iter()
-            .filter_map(|s| self.text[search..].find(s.as_str()).map(|at| search + at))
-            .min();
-        if let Some(at) = found {
-            self.text.truncate(at.max(from));
-            self.stopped = true;
-            self.pending.clear();
-            self.sent = self.text.len();
-            return &self.text[from.min(self.sent)..];
-        }
-        let hold = self.held_back();
-        let until = (self.text.len() - hold).max(from);
-        self.sent = until;
-        &self.text[from..until]
-    }
-
-    /// Whether a stop sequence was seen.
-    pub fn stopped(&self) -> bool {
-        self.stopped
-    }
-
-    /// The text still held back, at the end of the generation.
-    pub fn finish(&mut self) -> &str {
-        if !self.stopped {
-            self.decode_pending(true);
-        }
-        let from = self.sent;
-        self.sent = self.text.len();
-        &self.text[from..]
-    }
-
-    /// Everything generated so far (up to a stop sequence).
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
-    /// The whole text, consuming the stream.
-    pub fn into_text(self) -> String {
-        self.text
-    }
-
-    fn decode_pending(&mut self, at_end: bool) {
-        loop {
-            match std::str::from_utf8(&self.pending) {
-                Ok(text) => {
-                    self.text.push_str(text);
-                    self.pending.clear();
-                    return;
-                }
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    // valid_up_to is a char boundary by definition.
-                    self.text
-                        .push_str(std::str::from_utf8(&self.pending[..valid]).unwrap_or(""));
-                    match e.error_len() {
-                        Some(bad) => {
-                            self.text.push('\u{FFFD}');
-                            self.pending.drain(..valid + bad);
-                        }
-                        None if at_end => {
-                            self.text.push('\u{FFFD}');
-                            self.pending.clear();
-                            return;
-                        }
-                        None => {
-                            self.pending.drain(..valid);
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Bytes at the end of the text that begin some stop sequence.
-    fn held_back(&self) -> usize {
-        let text = self.text.as_bytes();
-        self.stop
-            .iter()
-            .flat_map(|stop| {
-                let stop = stop.as_bytes();
-                (1..stop.len().min(text.len() + 1))
-                    .rev()
-                    .find(|&k| text.ends_with(&stop[..k]))
-            })
-            .max()
-            .map(|k| {
-                let mut at = self.text.len() - k;
-                while !self.text.is_char_boundary(at) {
-                    at -= 1;
-                }
-                self.text.len() - at
-            })
-            .unwrap_or(0)
-            .min(self.text.len() - self.sent.min(self.text.len()))
-    }
 }
 
 #[cfg(test)]
@@ -279,11 +288,18 @@ pub mod fake {
         fn template_name(&self) -> &str {
             "fake"
         }
-        fn apply_template(&self, messages: &[ChatMessage]) -> Result<String, ApiError> {
-            Ok(messages
+        fn template_source(&self) -> Option<&str> {
+            None
+        }
+        fn apply_template(&self, input: &TemplateInput<'_>) -> Result<String, ApiError> {
+            Ok(input
+                .messages
                 .iter()
                 .map(|m| format!("{}: {}\n", m.role, m.content))
                 .collect())
+        }
+        fn schema_grammar(&self, _schema: &serde_json::Value) -> Result<String, ApiError> {
+            Ok("root ::= [^\\x00]*".into())
         }
         fn tokenize(&self, text: &str, _add_special: bool) -> Result<Vec<i32>, ApiError> {
             Ok(text.split_whitespace().map(|w| w.len() as i32).collect())
@@ -296,8 +312,14 @@ pub mod fake {
             prompt: &str,
             sampling: &SamplingConfig,
             cancel: &AtomicBool,
-            on_text: &mut dyn FnMut(&str) -> bool,
+            on_token: &mut dyn FnMut(Piece<'_>) -> bool,
         ) -> Result<Generation, ApiError> {
+            let mut on_text = |text: &str| {
+                on_token(Piece {
+                    text,
+                    logprob: None,
+                })
+            };
             let mut stream = TextStream::new(&sampling.stop);
             let mut finish = FinishReason::Length;
             let mut completion = 0;
@@ -341,41 +363,6 @@ pub mod fake {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run(stop: &[&str], pieces: &[&[u8]]) -> (Vec<String>, String, bool) {
-        let stop: Vec<String> = stop.iter().map(|s| s.to_string()).collect();
-        let mut stream = TextStream::new(&stop);
-        let mut deltas = Vec::new();
-        for piece in pieces {
-            deltas.push(stream.push(piece).to_string());
-        }
-        deltas.push(stream.finish().to_string());
-        let stopped = stream.stopped();
-        (deltas, stream.into_text(), stopped)
-    }
-
-    #[test]
-    fn streams_whole_characters_only() {
-        let euro = "€".as_bytes();
-        let (deltas, text, _) = run(&[], &[b"a", &euro[..1], &euro[1..], b"b"]);
-        assert_eq!(deltas, ["a", "", "€", "b", ""]);
-        assert_eq!(text, "a€b");
-        let (_, text, _) = run(&[], &[b"x\xff", &euro[..2]]);
-        assert_eq!(text, "x\u{FFFD}\u{FFFD}");
-    }
-
-    #[test]
-    fn stops_without_showing_the_stop_sequence() {
-        let (deltas, text, stopped) = run(&["END"], &[b"hello E", b"N", b"D more"]);
-        assert_eq!(deltas.concat(), "hello ");
-        assert_eq!(deltas[0], "hello ", "the E is held back");
-        assert_eq!((text.as_str(), stopped), ("hello ", true));
-        let (deltas, text, stopped) = run(&["END"], &[b"an E", b"xit"]);
-        assert_eq!(deltas, ["an ", "Exit", ""]);
-        assert_eq!((text.as_str(), stopped), ("an Exit", false));
-        let (deltas, _, _) = run(&["\n\n"], &[b"a\n", b"\nb"]);
-        assert_eq!(deltas.concat(), "a");
-    }
 
     #[test]
     fn request_settings_override_defaults_and_are_checked() {

@@ -8,20 +8,21 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use super::chat_output::{OutputPlan, OutputShaper};
 use super::{Handler, Outcome};
 use crate::api::{
     ChatChunk, ChatComplete, ChatMessage, ChatRequest, DetokenizeRequest, DetokenizedText,
-    GenerateRequest, GenerationParams, ModelKind, Response, Sampling, TokenizeRequest, Tokens,
-    Usage,
+    FinishReason, GenerateRequest, GenerationParams, ModelKind, Response, Sampling, Structure,
+    TokenizeRequest, Tokens, Usage,
 };
 use crate::engine::limits::usable_cpus;
 use crate::engine::manager::{LoadOptions, ModelManager, Resident};
-use crate::engine::text::{SamplingConfig, TextModel};
+use crate::engine::text::{Piece, SamplingConfig, TemplateInput, TextModel};
 use crate::error::ApiError;
 use crate::jobs::{Job, JobContext, Lane};
 
 /// The roles a Chat request's messages may have (openapi.yaml's ChatMessage).
-const CHAT_ROLES: [&str; 3] = ["system", "user", "assistant"];
+const CHAT_ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
 /// Prompt size against the context, for trimming a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,16 +56,32 @@ impl ChatRunner {
         model: Option<&str>,
         messages: &[ChatMessage],
         sampling: &Sampling,
+        structure: &Structure,
         stream: bool,
     ) -> Result<ChatComplete, ApiError> {
         if messages.is_empty() {
             return Err(ApiError::invalid("messages is empty"));
         }
-        let sampling = SamplingConfig::resolve(sampling, &self.defaults)?;
+        let mut sampling = SamplingConfig::resolve(sampling, &self.defaults)?;
         let resident = self.model(model)?;
         let text = resident.text()?;
-        let prompt = text.apply_template(messages)?;
-        run(ctx, &resident, text.as_ref(), &prompt, &sampling, stream)
+        let plan = OutputPlan::new(text.as_ref(), structure)?;
+        let conversation = plan.conversation(messages);
+        let prompt = text.apply_template(&TemplateInput {
+            messages: &conversation,
+            tools: plan.template_tools(),
+            kwargs: &plan.kwargs,
+        })?;
+        sampling.grammar = plan.grammar.clone();
+        run(
+            ctx,
+            &resident,
+            text.as_ref(),
+            &prompt,
+            &sampling,
+            &plan,
+            stream,
+        )
     }
 
     /// Generates from a raw prompt (no template).
@@ -74,12 +91,23 @@ impl ChatRunner {
         model: Option<&str>,
         prompt: &str,
         sampling: &Sampling,
+        structure: &Structure,
         stream: bool,
     ) -> Result<ChatComplete, ApiError> {
-        let sampling = SamplingConfig::resolve(sampling, &self.defaults)?;
+        let mut sampling = SamplingConfig::resolve(sampling, &self.defaults)?;
         let resident = self.model(model)?;
         let text = resident.text()?;
-        run(ctx, &resident, text.as_ref(), prompt, &sampling, stream)
+        let plan = OutputPlan::new(text.as_ref(), structure)?;
+        sampling.grammar = plan.grammar.clone();
+        run(
+            ctx,
+            &resident,
+            text.as_ref(),
+            prompt,
+            &sampling,
+            &plan,
+            stream,
+        )
     }
 
     /// How many tokens `messages` take with the model's template, and its
@@ -91,7 +119,7 @@ impl ChatRunner {
     ) -> Result<TokenBudget, ApiError> {
         let resident = self.model(model)?;
         let text = resident.text()?;
-        let prompt = text.apply_template(messages)?;
+        let prompt = text.apply_template(&TemplateInput::plain(messages))?;
         Ok(TokenBudget {
             prompt_tokens: text.tokenize(&prompt, true)?.len() as u32,
             context_size: text.context_size(),
@@ -105,27 +133,30 @@ fn run(
     text: &dyn TextModel,
     prompt: &str,
     sampling: &SamplingConfig,
+    plan: &OutputPlan,
     stream: bool,
 ) -> Result<ChatComplete, ApiError> {
     let cancel = ctx.cancel_flag();
     let mut chunks = 0usize;
-    let mut on_text = |delta: &str| {
-        if !stream || delta.is_empty() {
-            return ctx.client_present();
+    let mut shaper = OutputShaper::new(plan, prompt, sampling.logprobs.is_some());
+    let mut emit = |chunk: Option<ChatChunk>| match chunk {
+        Some(chunk) if stream => {
+            chunks += 1;
+            ctx.emit(Response::ChatChunk(chunk))
         }
-        chunks += 1;
-        ctx.emit(Response::ChatChunk(ChatChunk {
-            delta: delta.to_string(),
-        }))
+        _ => ctx.client_present(),
     };
-    let generation = text.generate(prompt, sampling, &cancel, &mut on_text);
+    let mut on_token = |piece: Piece<'_>| emit(shaper.push(piece));
+    let generation = text.generate(prompt, sampling, &cancel, &mut on_token);
     resident.touch(Instant::now());
     let generation = generation?;
+    if generation.finish_reason != FinishReason::Cancelled {
+        emit(shaper.finish());
+    }
+    let (reply, reasoning, tool_calls, logprobs) = shaper.into_parts();
     if stream && chunks == 0 {
         // A streaming client always gets its stream, even for an empty reply.
-        ctx.emit(Response::ChatChunk(ChatChunk {
-            delta: String::new(),
-        }));
+        ctx.emit(Response::ChatChunk(ChatChunk::text(String::new())));
     }
     log::debug!(
         "{}: {} prompt tokens ({} reused), {} generated, {:?}",
@@ -135,17 +166,25 @@ fn run(
         generation.completion_tokens,
         generation.finish_reason
     );
+    let finish_reason = match generation.finish_reason {
+        FinishReason::Stop if !tool_calls.is_empty() => FinishReason::ToolCalls,
+        other => other,
+    };
     Ok(ChatComplete {
         model: resident.file.id.clone(),
-        text: generation.text,
+        text: reply,
         usage: Usage {
             prompt_tokens: generation.prompt_tokens,
             completion_tokens: generation.completion_tokens,
             total_tokens: generation.prompt_tokens + generation.completion_tokens,
             cached_tokens: generation.reused_tokens,
         },
-        finish_reason: generation.finish_reason,
+        finish_reason,
         session_id: None,
+        reasoning,
+        tool_calls,
+        logprobs,
+        trimmed_messages: 0,
     })
 }
 
@@ -193,6 +232,17 @@ impl Handler {
                 CHAT_ROLES.join(", ")
             ))));
         }
+        if let Some(call) = request
+            .messages
+            .iter()
+            .flat_map(|m| &m.tool_calls)
+            .find(|c| c.kind != "function")
+        {
+            return Outcome::Reply(Response::error(ApiError::bad_request(format!(
+                "tool call {:?} has type {:?}: only function calls are supported",
+                call.id, call.kind
+            ))));
+        }
         let runner = self.chat_runner();
         Outcome::Job(Job::new(Lane::Model, move |ctx| {
             runner
@@ -201,6 +251,7 @@ impl Handler {
                     request.model.as_deref(),
                     &request.messages,
                     &request.sampling,
+                    &request.structure,
                     request.stream,
                 )
                 .map(Response::ChatComplete)
@@ -216,6 +267,11 @@ impl Handler {
                     request.model.as_deref(),
                     &request.prompt,
                     &request.sampling,
+                    &Structure {
+                        json_schema: request.json_schema.clone(),
+                        grammar: request.grammar.clone(),
+                        ..Structure::default()
+                    },
                     request.stream,
                 )
                 .map(Response::ChatComplete)

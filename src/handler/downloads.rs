@@ -23,11 +23,12 @@ impl Handler {
             return Outcome::Reply(Response::error(error));
         }
         let dir = self.models_dir.clone();
+        let policy = self.pull_policy.clone();
         let models = Arc::clone(&self.models);
         let events = Arc::clone(&self.events);
         Outcome::Job(Job::new(Lane::Io, move |ctx| {
             let cancel = ctx.cancel_flag();
-            let complete = crate::pull::pull(&dir, &request, &cancel, &mut |progress| {
+            let complete = crate::pull::pull(&dir, &request, &policy, &cancel, &mut |progress| {
                 // Subscribers (the extension's other views) see every pull.
                 events.publish(&ServerEvent::PullProgress(progress.clone()));
                 ctx.emit(Response::PullProgress(progress))

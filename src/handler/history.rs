@@ -27,7 +27,7 @@ use serde_json::json;
 use super::{Handler, Outcome};
 use crate::api::{
     ChatHistoryRequest, ChatMessage, FinishReason, ListSessionsRequest, Reply, Response,
-    ResponsesRequest, SaveMessageRequest, SavedMessage, SessionRef,
+    ResponsesRequest, SaveMessageRequest, SavedMessage, SessionRef, Structure,
 };
 use crate::error::ApiError;
 use crate::jobs::{Job, Lane};
@@ -94,10 +94,7 @@ impl Handler {
                 .into_iter()
                 .rev()
                 .filter(|m| matches!(m.role.as_str(), "system" | "user" | "assistant"))
-                .map(|m| ChatMessage {
-                    role: m.role,
-                    content: m.content,
-                })
+                .map(|m| ChatMessage::new(m.role, m.content))
                 .collect();
             store.save_message(SaveMessageRequest {
                 session_id: session.clone(),
@@ -105,18 +102,21 @@ impl Handler {
                 content: request.input.clone(),
                 metadata: None,
             })?;
-            turns.push(ChatMessage {
-                role: "user".into(),
-                content: request.input.clone(),
-            });
+            turns.push(ChatMessage::new("user", request.input.clone()));
             let reply_tokens = request.sampling.max_tokens.unwrap_or(DEFAULT_REPLY_TOKENS);
             let messages = fit_to_context(request.system.as_deref(), &turns, reply_tokens, |m| {
                 runner
                     .count_tokens(model, m)
                     .map(|b| (b.prompt_tokens, b.context_size))
             })?;
-            let mut complete =
-                runner.run_chat(ctx, model, &messages, &request.sampling, request.stream)?;
+            let mut complete = runner.run_chat(
+                ctx,
+                model,
+                &messages,
+                &request.sampling,
+                &Structure::default(),
+                request.stream,
+            )?;
             let partial = complete.finish_reason == FinishReason::Cancelled;
             store.save_message(SaveMessageRequest {
                 session_id: session.clone(),
@@ -156,10 +156,7 @@ fn fit_to_context(
     mut count: impl FnMut(&[ChatMessage]) -> Result<(u32, u32), ApiError>,
 ) -> Result<Vec<ChatMessage>, ApiError> {
     let build = |dropped: usize| -> Vec<ChatMessage> {
-        let head = system.map(|text| ChatMessage {
-            role: "system".into(),
-            content: text.to_string(),
-        });
+        let head = system.map(|text| ChatMessage::new("system", text.to_string()));
         head.into_iter()
             .chain(turns[dropped..].iter().cloned())
             .collect()
@@ -196,9 +193,11 @@ mod tests {
 
     fn turns(n: usize) -> Vec<ChatMessage> {
         (0..n)
-            .map(|i| ChatMessage {
-                role: if i % 2 == 0 { "user" } else { "assistant" }.into(),
-                content: format!("turn {i}"),
+            .map(|i| {
+                ChatMessage::new(
+                    if i % 2 == 0 { "user" } else { "assistant" },
+                    format!("turn {i}"),
+                )
             })
             .collect()
     }

@@ -6,11 +6,14 @@
 //! called it. Each area of the protocol has its own file.
 
 mod chat;
+mod chat_output;
 mod downloads;
 mod embeddings;
 mod history;
 mod models;
 mod push;
+mod responses;
+mod responses_input;
 mod retrieval;
 mod system;
 #[cfg(test)]
@@ -63,6 +66,8 @@ pub struct HandlerConfig {
     pub keep_alive: std::time::Duration,
     /// Available bytes below which `LowMemory` is published (0: never).
     pub low_memory_bytes: u64,
+    /// What PullModel may fetch.
+    pub pull: crate::fetch::PullPolicy,
 }
 
 /// The state every request may touch; shared by all transports.
@@ -72,6 +77,7 @@ pub struct Handler {
     system: Arc<SystemProbe>,
     jobs: Jobs,
     models_dir: PathBuf,
+    pull_policy: crate::fetch::PullPolicy,
     /// Models in memory, loading, eviction and the default per task.
     models: Arc<ModelManager>,
     /// Server push subscribers.
@@ -117,6 +123,7 @@ impl Handler {
             system,
             jobs: Jobs::new(config.limits)?,
             models_dir: config.models_dir,
+            pull_policy: config.pull,
             events,
             loop_port: OnceLock::new(),
             store: Arc::new(crate::store::StoreSlot::open(
@@ -182,6 +189,9 @@ impl Handler {
             Request::GetResources(_) => self.resources(),
             Request::GetParams(_) => Outcome::Reply(Response::Params(self.params.get())),
             Request::SetParams(patch) => reply(self.params.set(&patch).map(Response::Params)),
+            // The native messaging port answers GetApiKey itself, before the
+            // handler; anything that reaches here came another way.
+            Request::GetApiKey(_) => reply(Err(crate::auth::native_only())),
             Request::StopGeneration(target) => reply(
                 target_check(&target)
                     .map(|()| Response::Stopped(self.jobs.stop(connection, &target))),
@@ -217,6 +227,9 @@ impl Handler {
             Request::GetRecipes(request) => self.recipes(request),
             Request::SaveMessage(request) => self.save_message(request),
             Request::Responses(request) => self.responses(request),
+            Request::CreateResponse(request) => self.create_response(request),
+            Request::GetResponse(request) => self.get_response(request),
+            Request::DeleteResponse(request) => self.delete_response(request),
             Request::ChatHistory(request) => self.chat_history(request),
             Request::ListSessions(request) => self.list_sessions(request),
             Request::DeleteSession(request) => self.delete_session(request),

@@ -107,6 +107,8 @@ impl Handler {
                 quantization: None,
                 has_chat_template: None,
                 chat_template: None,
+                finetune: None,
+                instruct: None,
                 embedding_dimensions: None,
             };
             match file.format {
@@ -123,6 +125,9 @@ impl Handler {
                         }
                     }));
                     details.has_chat_template = Some(facts.chat_template.is_some());
+                    details.instruct =
+                        Some(facts.chat_template.is_some() || facts.finetune.is_some());
+                    details.finetune = facts.finetune;
                     details.context_length = facts.context_length;
                     details.parameter_count = Some(facts.parameter_count);
                     details.quantization = facts.quantization;

@@ -21,6 +21,7 @@ use crate::store::testing::TempDir;
 use retrieval::FakeEmbedder;
 
 mod push;
+mod responses;
 mod retrieval;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -168,6 +169,7 @@ impl Fixture {
                 memory_budget: setup.memory_budget,
                 keep_alive: setup.keep_alive,
                 low_memory_bytes: setup.low_memory_bytes,
+                pull: crate::fetch::PullPolicy::default(),
             },
             Box::new(loader),
             Instant::now(),

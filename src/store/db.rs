@@ -23,7 +23,7 @@ pub const DB_FILE: &str = "tabagent.db";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One script per schema version; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1_HISTORY, V2_DOCUMENTS];
+pub(crate) const MIGRATIONS: &[&str] = &[V1_HISTORY, V2_DOCUMENTS, V3_RESPONSES];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -96,6 +96,19 @@ END;
 CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
     INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
 END;
+";
+
+/// Version 3: OpenAI Responses API responses, chained by `previous_id`.
+const V3_RESPONSES: &str = "
+CREATE TABLE responses (
+    id          TEXT PRIMARY KEY,               -- resp_ + 32 hex digits
+    previous_id TEXT,                           -- previous_response_id (no foreign key: it may be deleted)
+    model       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,               -- unix seconds
+    input       TEXT NOT NULL,                  -- JSON: this request's turns (ChatMessage list)
+    output      TEXT NOT NULL,                  -- JSON: the assistant's turn (ChatMessage list)
+    object      TEXT NOT NULL                   -- JSON: the whole Response object, for GetResponse
+) WITHOUT ROWID;
 ";
 
 /// Opens the write connection: creates the dir and file, sets the pragmas

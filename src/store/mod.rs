@@ -42,6 +42,7 @@ mod db;
 mod documents;
 mod group_commit;
 mod history;
+mod responses;
 mod search;
 mod vectors;
 
@@ -63,6 +64,7 @@ pub use chunking::{ChunkConfig, chunk_text};
 pub use db::{DB_FILE, SCHEMA_VERSION};
 pub use documents::ChunkedDocument;
 use group_commit::{Task, Writer};
+pub use responses::Conversation;
 pub use search::SearchQuery;
 pub use vectors::VectorIndex;
 

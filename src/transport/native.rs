@@ -153,9 +153,7 @@ mod tests {
     fn replies_over_one_mebibyte_become_errors() {
         let big = Reply::new(
             RequestId::text("b"),
-            Response::ChatChunk(ChatChunk {
-                delta: "x".repeat(MAX_OUTGOING),
-            }),
+            Response::ChatChunk(ChatChunk::text("x".repeat(MAX_OUTGOING))),
         );
         let out = encode_reply(&big);
         assert!(out.len() <= MAX_OUTGOING);
@@ -248,7 +246,7 @@ mod tests {
             let delta = c.to_string().repeat(len / c.len_utf8());
             let reply = Reply::new(
                 RequestId::text(id.clone()),
-                Response::ChatChunk(ChatChunk { delta }),
+                Response::ChatChunk(ChatChunk::text(delta)),
             );
             let out = encode_reply(&reply);
             prop_assert!(out.len() <= MAX_OUTGOING);

@@ -19,7 +19,8 @@ use mio::{Interest, Registry, Token, Waker};
 
 use super::native::{self, FrameDecoder};
 use super::serve::{self, Origin};
-use crate::api::{Reply, RequestId, Response};
+use crate::api::{self, ApiKeyReply, Reply, Request, RequestId, Response};
+use crate::auth::KeySource;
 use crate::error::ApiError;
 use crate::handler::Handler;
 use crate::jobs::{ConnectionId, ReplySink};
@@ -57,6 +58,8 @@ pub struct NativePort {
     streams: VecDeque<Arc<FrameOutbox>>,
     /// The rest of a frame stdout took only part of.
     partial: Vec<u8>,
+    /// The API key, for GetApiKey.
+    key: Option<Arc<KeySource>>,
 }
 
 impl NativePort {
@@ -93,6 +96,7 @@ impl NativePort {
             direct: VecDeque::new(),
             streams: VecDeque::new(),
             partial: Vec::new(),
+            key: None,
         })
     }
 
@@ -140,14 +144,35 @@ impl NativePort {
         }
     }
 
+    /// The key GetApiKey answers with.
+    pub fn set_api_key(&mut self, key: Arc<KeySource>) {
+        self.key = Some(key);
+    }
+
     fn serve_frame(&mut self, handler: &Handler, frame: &[u8], now: Instant) {
         let origin = Origin {
             transport: Transport::Native,
             connection: self.connection,
         };
+        let parsed = api::parse_request(frame);
+        // Native messaging is the one transport Chrome authenticates (only
+        // the extensions in the host manifest can start us), so GetApiKey is
+        // answered here and never reaches the handler, which refuses it for
+        // every other transport (see auth::native_only).
+        if let (Ok((id, Request::GetApiKey(_))), Some(key)) = (&parsed, &self.key) {
+            let reply = Reply::new(
+                id.clone(),
+                Response::ApiKey(ApiKeyReply {
+                    api_key: key.current(now).as_str().to_string(),
+                }),
+            );
+            handler.stats().count_request(Transport::Native);
+            self.direct.push_back(native::encode_reply(&reply));
+            return;
+        }
         let mut opened = None;
         let (limits, waker) = (self.limits, &self.waker);
-        let inline = serve::serve_message(handler, origin, frame, now, |id| {
+        let inline = serve::serve(handler, origin, parsed, now, |id| {
             let outbox = Arc::new(stream_outbox(id.clone(), limits, now, Arc::clone(waker)));
             opened = Some(Arc::clone(&outbox));
             Arc::new(NativeSink(outbox))

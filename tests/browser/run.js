@@ -34,6 +34,9 @@ function servePage() {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
+// The API key the page sends with its signaling requests.
+const KEY = 'browser-test-key';
+
 function startTabagent(pageOrigin, dataDir) {
   const child = spawn(binary, ['--mode', 'webrtc', '--bind', '127.0.0.1:0'], {
     env: {
@@ -41,6 +44,7 @@ function startTabagent(pageOrigin, dataDir) {
       HOME: dataDir,
       TABAGENT_DATA_DIR: dataDir,
       TABAGENT_CORS_ORIGINS: pageOrigin,
+      TABAGENT_API_KEY: KEY,
       TABAGENT_LOG: process.env.TABAGENT_LOG || 'info',
     },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -89,7 +93,7 @@ async function main() {
     const page = await context.newPage();
     page.on('console', (m) => process.env.TABAGENT_TEST_LOG && console.error(`page: ${m.text()}`));
     await page.goto(pageOrigin);
-    const result = await page.evaluate(([a, m]) => runTest(a, m), [api, chatModel]);
+    const result = await page.evaluate(([a, m, k]) => runTest(a, m, k), [api, chatModel, KEY]);
 
     check(result.answerHasLoopback, 'the answer has no 127.0.0.1 candidate');
     check(result.health.response_type === 'Health' && result.health.done === true,

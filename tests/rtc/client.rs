@@ -324,7 +324,8 @@ pub fn http_json(addr: SocketAddr, method: &str, path: &str, body: Option<&Value
         .unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        crate::util::auth_line(),
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();

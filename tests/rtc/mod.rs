@@ -57,6 +57,7 @@ impl TestServer {
                     memory_budget: 0,
                     keep_alive: Duration::ZERO,
                     low_memory_bytes: 0,
+                    pull: tabagent::fetch::PullPolicy::default(),
                 },
                 Instant::now(),
             )
@@ -72,6 +73,11 @@ impl TestServer {
             HttpConfig {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 cors_origins: Vec::new(),
+                // In-process, on loopback: no key and no offer limit (the
+                // binary's defaults are tested in tests/trust.rs).
+                key: None,
+                data_dir: std::path::PathBuf::new(),
+                offers_per_minute: 0,
                 allowed_hosts: Vec::new(),
                 max_body_bytes: 16 << 20,
                 workers: 2,
@@ -547,6 +553,12 @@ fn native_messaging_signals_for_the_real_binary() {
         json!({"id": "g", "request_type": "GetWebRtcSession", "session_id": client.session_id}),
     );
     assert_eq!(session["state"], "connected", "{session}");
+    // The key is handed over native messaging, never over a data channel.
+    let key = request(json!({"id": "k", "request_type": "GetApiKey"}));
+    assert_eq!(key["api_key"], crate::util::TEST_KEY, "{key}");
+    let refused = client.call(json!({"id": "k", "request_type": "GetApiKey"}));
+    assert_eq!(refused["error"]["status"], 403, "{refused}");
+    assert!(!refused.to_string().contains(crate::util::TEST_KEY));
     let _ = child.kill();
     let _ = child.wait();
 }

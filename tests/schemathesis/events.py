@@ -37,6 +37,11 @@ TIMEOUT = 10.0
 KINDS = {"ModelLoadProgress", "PullProgress", "ModelLoaded", "ModelUnloaded", "LowMemory"}
 
 
+# The API key the server gets and every request sends.
+KEY = "events-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
 def event_validator(openapi: dict) -> jsonschema.Draft202012Validator:
     """A validator of one event's `data`, from the document's own description."""
     media = openapi["paths"]["/api/events"]["post"]["responses"]["200"]["content"]["text/event-stream"]
@@ -54,6 +59,9 @@ def start_server(binary: str, models: Path, data: Path) -> tuple[subprocess.Pope
         "TABAGENT_DATA_DIR": str(data),
         "TABAGENT_LOG": "info",
         "TABAGENT_LOW_MEMORY_BYTES": str(1 << 60),
+        "TABAGENT_API_KEY": KEY,
+        # The pull's source is a plain-http server on loopback.
+        "TABAGENT_ALLOW_LOOPBACK_PULLS": "true",
     }
     if "ORT_DYLIB_PATH" in os.environ:
         env["ORT_DYLIB_PATH"] = os.environ["ORT_DYLIB_PATH"]
@@ -83,7 +91,7 @@ def subscribe(address: str, events: queue.Queue) -> http.client.HTTPConnection:
     """Opens the stream and feeds each event's `data` text into `events`."""
     host, port = address.rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
-    connection.request("POST", "/api/events", body=b"{}", headers={"Content-Type": "application/json"})
+    connection.request("POST", "/api/events", body=b"{}", headers={"Content-Type": "application/json", **AUTH})
     response = connection.getresponse()
     if response.status != 200:
         raise SystemExit(f"events.py: /api/events answered {response.status}: {response.read()[:300]!r}")
@@ -122,7 +130,7 @@ def post(address: str, path: str, body: dict) -> tuple[int, bytes]:
     request = urllib.request.Request(
         f"http://{address}{path}",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **AUTH},
         method="POST",
     )
     try:
@@ -180,7 +188,7 @@ def main() -> int:
             if status != 200:
                 failures.append(f"unload answered {status}: {body[:300]!r}")
             take_until("ModelUnloaded")
-            pull = {"url": f"http://127.0.0.1:{source.server_port}/copy.gguf", "model": "copy"}
+            pull = {"url": f"http://127.0.0.1:{source.server_port}/copy.gguf", "model": "copy", "allow_unverified": True}
             status, body = post(address, "/api/pull", pull)
             if status != 200 or b"PullComplete" not in body:
                 failures.append(f"pull answered {status}: {body[:300]!r}")

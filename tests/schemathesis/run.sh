@@ -62,8 +62,13 @@ cp "$scratch/models/tiny.gguf" "$scratch/events/"
 
 # WebRTC mode: the HTTP server with signaling live (mode http would answer
 # every /v1/webrtc route 501). In this namespace port 8080 is always free.
+# The API key goes with every request schemathesis makes (its ignored_auth
+# check leaves it out on purpose); schemathesis offers far more than the
+# default 10 WebRTC offers a minute, so that limit is raised.
 url=http://127.0.0.1:8080
+key=schemathesis-key
 env TABAGENT_DATA_DIR="$scratch/data" HOME="$scratch/data" TABAGENT_LOG=info \
+  TABAGENT_API_KEY="$key" TABAGENT_WEBRTC_OFFERS_PER_MINUTE=1000000 \
   "$bin" --mode webrtc --bind 127.0.0.1:8080 --models-dir "$scratch/models" \
   </dev/null >/dev/null 2>"$scratch/server.log" &
 server=$!
@@ -80,7 +85,7 @@ done
 
 # A small context bounds each generated chat (schemathesis asks for up to a
 # million tokens) to ~100 tokens of the tiny model; later PATCHes may change it.
-"$python" -c 'import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1] + "/api/params", data=b"{\"context_size\": 128}", method="PATCH", headers={"Content-Type": "application/json"}), timeout=10)' "$url"
+"$python" -c 'import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1] + "/api/params", data=b"{\"context_size\": 128}", method="PATCH", headers={"Content-Type": "application/json", "Authorization": "Bearer " + sys.argv[2]}), timeout=10)' "$url" "$key"
 
 status=0
 # schemathesis keeps its example database in the working dir.
@@ -91,6 +96,7 @@ run_schemathesis() {
   # CPython 3.11.7 AST bug below, which fires when the limit is reached.
   "$python" -c 'import sys; sys.setrecursionlimit(10000); from schemathesis.cli import schemathesis; sys.argv[0] = "schemathesis"; sys.exit(schemathesis())' \
     --config-file "$here/schemathesis.toml" run "$root/openapi.yaml" --url "$url" \
+    --header "Authorization: Bearer $key" \
     --checks all --mode all --report junit --report-dir "$scratch/report" "$@" \
     >"$scratch/schemathesis.out" 2>&1 || status=$?
   cat "$scratch/schemathesis.out"

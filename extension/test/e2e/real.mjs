@@ -15,8 +15,11 @@
 //   side panel showing each model loading (push events), and the side panel
 //   streaming a Gemma reply (screenshots);
 //   then `tabagent uninstall-host`, a real `tabagent --mode webrtc` server on
-//   127.0.0.1, and over WebRTC (auto fallback): Health, streamed Chat (tiny
-//   and Gemma), and the side panel again (screenshots).
+//   127.0.0.1 set up as a browser-only install would be (`tabagent
+//   allow-extension`, the key from `tabagent token`): without the key the
+//   extension is refused (401) and says where the key comes from; with it,
+//   over WebRTC (auto fallback): Health, streamed Chat (tiny and Gemma), and
+//   the side panel again (screenshots).
 // Prints "N passed, N failed" and exits non-zero if any step failed.
 // Screenshots and logs go to $E2E_OUT (default: a new temporary folder,
 // printed at the start and the end).
@@ -284,8 +287,19 @@ try {
 
   const port = await freePort();
   const serverUrl = `http://127.0.0.1:${port}`;
+  // A browser-only install: let the extension in and read the key, as the
+  // options page tells the user to.
+  const serverData = join(work, 'server-data');
+  let serverKey = '';
+  await check('a browser-only install: `tabagent allow-extension` and `tabagent token`', async () => {
+    const allowed = tabagent(['allow-extension', id, '--data-dir', serverData]);
+    assert(allowed.code === 0, `allow-extension: exit ${allowed.code}: ${allowed.text}`);
+    const token = spawnSync(bin, ['token', '--data-dir', serverData], { encoding: 'utf8', env: { ...process.env, HOME: join(work, 'home') } });
+    serverKey = (token.stdout ?? '').trim();
+    assert(token.status === 0 && /^[A-Za-z0-9_-]{43}$/.test(serverKey), `token: exit ${token.status}: ${token.stderr}`);
+  });
   const serverReady = await check(`a real \`tabagent --mode webrtc\` server listens on ${serverUrl}`, async () => {
-    const args = ['--mode', 'webrtc', '--bind', `127.0.0.1:${port}`, '--data-dir', join(work, 'server-data'), '--models-dir', models];
+    const args = ['--mode', 'webrtc', '--bind', `127.0.0.1:${port}`, '--data-dir', serverData, '--models-dir', models];
     server = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HOME: join(work, 'home'), TABAGENT_LOG: process.env.TABAGENT_LOG ?? 'info' } });
     const s = server;
     s.stdout?.on('data', (d) => (serverLog += d));
@@ -294,7 +308,7 @@ try {
     for (;;) {
       assert(s.exitCode === null, `the server exited (${s.exitCode}): ${serverLog.slice(-1500)}`);
       try {
-        const r = await fetch(`${serverUrl}/v1/models`);
+        const r = await fetch(`${serverUrl}/v1/models`, { headers: { authorization: `Bearer ${serverKey}` } });
         if (r.ok) break;
       } catch {
         // not listening yet
@@ -305,8 +319,13 @@ try {
     assert(/WebRTC on UDP/.test(serverLog), `the server did not start WebRTC: ${serverLog.slice(-1500)}`);
   });
 
-  const webrtcUp = serverReady && (await check('WebRTC: with the host gone, auto falls back to the real server; Health over the data channel', async () => {
+  if (serverReady) await check('WebRTC without the key: refused (401), and the extension says where the key comes from', async () => {
     const r = await hook.evaluate(`tabagentTest.settings({ transport: 'auto', serverUrl: '${serverUrl}', apiKey: '' })`);
+    assert(!r.ok, `connected without the key: ${brief(r)}`);
+    assert(/HTTP 401/.test(JSON.stringify(r)) && /tabagent token/.test(JSON.stringify(r)), `the failure: ${brief(r)}`);
+  });
+  const webrtcUp = serverReady && (await check('WebRTC: with the host gone and the key pasted, auto falls back to the real server; Health over the data channel', async () => {
+    const r = await hook.evaluate(`tabagentTest.settings({ transport: 'auto', serverUrl: '${serverUrl}', apiKey: '${serverKey}' })`);
     assert(r.ok && r.status?.transport === 'webrtc' && r.status?.state === 'connected', `reconnect: ${brief(r)}`);
     const h = await hook.evaluate(`tabagentTest.request('Health', {}, {timeoutMs: 30000})`);
     assert(h.ok && h.reply.response_type === 'Health' && h.reply.status === 'ok', `Health: ${brief(h)}`);

@@ -20,7 +20,8 @@ impl ModelManager {
     }
 
     /// The model a request for `kind` uses: the one it names, else the
-    /// selected one, else the first on disk.
+    /// selected one, else the catalog's default when it is on disk, else the
+    /// first on disk.
     pub fn resolve(&self, kind: ModelKind, requested: Option<&str>) -> Result<ModelFile, ApiError> {
         if let Some(id) = requested.filter(|id| !id.is_empty()) {
             return self.find(id);
@@ -41,20 +42,29 @@ impl ModelManager {
         } else {
             kind
         };
-        scan_models(&self.config.models_dir)
+        let candidates: Vec<ModelFile> = scan_models(&self.config.models_dir)
             .into_iter()
-            .find(|m| m.kind == want || (kind == ModelKind::Rerank && m.kind == ModelKind::Rerank))
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "no {} model in {}: add one (or pull one) and try again",
-                    match kind {
-                        ModelKind::Chat => "chat (GGUF)",
-                        ModelKind::Embedding => "embedding (ONNX)",
-                        ModelKind::Rerank => "rerank or embedding",
-                    },
-                    self.config.models_dir.display()
-                ))
+            .filter(|m| {
+                m.kind == want || (kind == ModelKind::Rerank && m.kind == ModelKind::Rerank)
             })
+            .collect();
+        // The catalog's default (an instruct chat model) before the others.
+        let default = match want {
+            ModelKind::Chat => crate::catalog::CHAT_MODEL,
+            _ => crate::catalog::EMBEDDING_MODEL,
+        };
+        let preferred = candidates.iter().position(|m| m.id == default).unwrap_or(0);
+        candidates.into_iter().nth(preferred).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no {} model in {}: add one (or pull one) and try again",
+                match kind {
+                    ModelKind::Chat => "chat (GGUF)",
+                    ModelKind::Embedding => "embedding (ONNX)",
+                    ModelKind::Rerank => "rerank or embedding",
+                },
+                self.config.models_dir.display()
+            ))
+        })
     }
 
     /// Sets the default model of a task, checked and persisted.

@@ -2,13 +2,17 @@
 //! problem JSON or Server-Sent Events out.
 //!
 //! tiny_http runs its own accept and connection threads and cannot be
-//! registered with mio. A few worker threads take its requests, check Host and
-//! Origin, read the body within its limit, build the request from the route
-//! and call [`Handler::serve`] — the same entry point the event loop uses for
-//! native messaging — so cheap requests are answered without any hand-off.
+//! registered with mio. A few worker threads take its requests, check Host,
+//! Origin and the API key ([`guard`]), read the body within its limit, build
+//! the request from the route and call [`Handler::serve`] — the same entry
+//! point the event loop uses for native messaging — so cheap requests are
+//! answered without any hand-off.
 
+pub mod guard;
 pub mod openai;
 pub mod openai_embeddings;
+pub mod openai_request;
+pub mod openai_responses;
 pub mod reply;
 pub mod routes;
 pub mod stream;
@@ -22,6 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tiny_http::{Method, Request as HttpRequest, Server};
 
+use self::guard::{Guard, header_value};
 use self::reply::{Answer, ReplyContext, cors_headers, header, render};
 use self::routes::{Match, Shape};
 use super::serve::{self, Origin, Parsed};
@@ -41,8 +46,14 @@ pub const OPENAPI: &str = include_str!("../../../openapi.yaml");
 pub struct HttpConfig {
     /// Address to listen on.
     pub bind: SocketAddr,
-    /// Origins allowed besides `chrome-extension://`.
+    /// Origins allowed besides the recorded extensions.
     pub cors_origins: Vec<String>,
+    /// The key clients must send (None: no key required).
+    pub key: Option<Arc<crate::auth::KeySource>>,
+    /// Where the allowed extension ids are recorded.
+    pub data_dir: std::path::PathBuf,
+    /// WebRTC offers per minute from one address (0: no limit).
+    pub offers_per_minute: u32,
     /// Host names accepted besides the bound address and localhost.
     pub allowed_hosts: Vec<String>,
     /// Largest body in bytes.
@@ -145,10 +156,18 @@ impl HttpServer {
             Server::from_listener_with_limits(listener, limits).map_err(std::io::Error::other)?,
         );
         let stopping = Arc::new(AtomicBool::new(false));
+        let guard = Guard::new(
+            address,
+            config.allowed_hosts.clone(),
+            config.cors_origins.clone(),
+            config.data_dir.clone(),
+            config.key.clone(),
+            config.offers_per_minute,
+        );
         let shared = Arc::new(Worker {
             config,
             handler,
-            address,
+            guard,
         });
         let workers = (0..shared.config.workers.max(1))
             .map(|i| {
@@ -191,7 +210,7 @@ impl HttpServer {
 struct Worker {
     config: HttpConfig,
     handler: Arc<Handler>,
-    address: SocketAddr,
+    guard: Guard,
 }
 
 impl Worker {
@@ -230,10 +249,18 @@ impl Worker {
             started,
             model: None,
             allow: None,
+            wire: Default::default(),
         };
         let parsed = match self.check(&mut request, &mut context) {
             Ok(Checked::Request(parsed)) => parsed,
             Ok(Checked::Preflight) => return self.preflight(request, &context),
+            Ok(Checked::Unauthorized) => {
+                let stats = self.handler.stats();
+                stats.count_request(Transport::Http);
+                stats.record_reply(started.elapsed(), true);
+                let path = request.url().split('?').next().unwrap_or("").to_string();
+                return guard::unauthorized(&path).send(request, &context);
+            }
             Ok(Checked::OpenApi) => {
                 let stats = self.handler.stats();
                 stats.count_request(Transport::Http);
@@ -280,19 +307,26 @@ impl Worker {
         }
     }
 
-    /// Checks Host and Origin, finds the route and reads the request.
+    /// Checks Host, Origin and the key, finds the route and reads the request.
     fn check(
         &self,
         request: &mut HttpRequest,
         context: &mut ReplyContext,
     ) -> Result<Checked, ApiError> {
-        self.check_host(request)?;
-        context.cors_origin = self.check_origin(request)?;
+        self.guard.check_host(request)?;
+        context.cors_origin = self.guard.check_origin(request)?;
+        // Browsers send no credentials in a preflight: it is answered for
+        // allowed origins only (check_origin refused the others).
         if *request.method() == Method::Options {
             return Ok(Checked::Preflight);
         }
         let url = request.url().to_string();
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+        // Before the route is looked up: without the key, not even which
+        // paths exist is told.
+        if path != "/health" && !self.guard.has_key(request, context.started) {
+            return Ok(Checked::Unauthorized);
+        }
         let (route, params) = match routes::find(request.method(), path) {
             Match::Found(route, params) => (route, params),
             Match::WrongMethod(allowed) => {
@@ -314,63 +348,19 @@ impl Worker {
             return Ok(Checked::OpenApi);
         }
         let body = read_body(request, self.config.max_body_bytes)?;
-        Ok(Checked::Request(if route.shape == Shape::Rpc {
+        let parsed = if route.shape == Shape::Rpc {
             api::parse_request(&body)
         } else {
-            rest_request(route, &body, query, params)
-        }))
-    }
-
-    /// DNS-rebinding protection: a browser tricked into calling us through
-    /// another name sends that name in Host.
-    fn check_host(&self, request: &HttpRequest) -> Result<(), ApiError> {
-        let Some(host) = header_value(request, "Host") else {
-            return Ok(());
+            rest_request(route, &body, query, params, context)
         };
-        let name = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-        };
-        let bound = self.address.ip().to_string();
-        let allowed = ["localhost", "127.0.0.1", "::1", bound.as_str()].contains(&name)
-            || self
-                .config
-                .allowed_hosts
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(name));
-        if allowed {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                403,
-                "host-not-allowed",
-                "Host not allowed",
-                format!("Host {host:?} is not this server"),
-            ))
+        // Offers cost a DTLS certificate's worth of work and a session each:
+        // counted per address, over /v1/webrtc/offer and /v1/rpc alike.
+        if let Ok((_, api::Request::CreateWebRtcOffer(_))) = &parsed
+            && let Some(peer) = request.remote_addr()
+        {
+            self.guard.count_offer(peer.ip(), context.started)?;
         }
-    }
-
-    /// CORS: extension pages and configured origins may call; other pages may not.
-    fn check_origin(&self, request: &HttpRequest) -> Result<Option<String>, ApiError> {
-        let Some(origin) = header_value(request, "Origin") else {
-            return Ok(None);
-        };
-        let allowed = origin.starts_with("chrome-extension://")
-            || self
-                .config
-                .cors_origins
-                .iter()
-                .any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
-        if allowed && origin.is_ascii() {
-            Ok(Some(origin.to_string()))
-        } else {
-            Err(ApiError::new(
-                403,
-                "origin-not-allowed",
-                "Origin not allowed",
-                format!("origin {origin} may not call this server"),
-            ))
-        }
+        Ok(Checked::Request(parsed))
     }
 
     fn preflight(&self, request: HttpRequest, context: &ReplyContext) {
@@ -381,11 +371,19 @@ impl Worker {
             ))
             .with_header(header(
                 "Access-Control-Allow-Headers",
-                "Content-Type, Authorization",
+                "Content-Type, Authorization, X-Api-Key",
             ))
             .with_header(header("Access-Control-Max-Age", "600"));
         for cors in cors_headers(context.cors_origin.as_deref()) {
             response.add_header(cors);
+        }
+        // Private Network Access: a public page's request to this private
+        // address is preflighted with this header; only allowed origins
+        // (the only ones with a cors_origin here) get the answer that lets it on.
+        let private_network = header_value(&request, "Access-Control-Request-Private-Network")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if private_network && context.cors_origin.is_some() {
+            response.add_header(header("Access-Control-Allow-Private-Network", "true"));
         }
         let stats = self.handler.stats();
         stats.count_request(Transport::Http);
@@ -403,17 +401,21 @@ enum Checked {
     Request(Parsed),
     /// A CORS preflight.
     Preflight,
+    /// A request without the key.
+    Unauthorized,
     /// `GET /openapi.yaml`.
     OpenApi,
 }
 
 /// A REST route's request: body, query and path fields; an `id` in the body
 /// is kept as the request's label.
+#[allow(clippy::result_large_err)] // as api::parse_request: the cold path, answered at once
 fn rest_request(
     route: &routes::Route,
     body: &[u8],
     query: &str,
     params: Vec<(&'static str, String)>,
+    context: &mut ReplyContext,
 ) -> Parsed {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         None
@@ -425,7 +427,8 @@ fn rest_request(
             )
         })?)
     };
-    let body = openai::translate(route.shape, body)
+    context.wire = openai_request::wire_options(body.as_ref());
+    let body = openai_request::translate(route.shape, body)
         .and_then(|body| openai_embeddings::translate(route.shape, body))
         .map_err(|detail| (RequestId::NONE, ApiError::bad_request(detail)))?;
     let object = routes::request_object(route, body, query, params)
@@ -441,14 +444,6 @@ impl ReplySink for Unanswered {
     fn deliver(&self, _reply: Reply) -> bool {
         false
     }
-}
-
-fn header_value<'a>(request: &'a HttpRequest, name: &'static str) -> Option<&'a str> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv(name))
-        .map(|h| h.value.as_str())
 }
 
 /// The body, which tiny_http's connection thread has already read whole

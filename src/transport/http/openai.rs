@@ -1,10 +1,10 @@
-//! OpenAI's and llama.cpp server's wire shapes: `POST /v1/chat/completions`,
+//! OpenAI's and llama.cpp server's reply shapes: `POST /v1/chat/completions`,
 //! `POST /v1/completions`, `POST /tokenize` and `POST /detokenize`.
 //!
 //! Requests are translated into tabagent's own request objects before they
-//! are parsed ([`translate`]), so the handler never sees these shapes; final
-//! replies ([`render`]) and stream events ([`event`]) are translated back.
-//! Streams end with `data: [DONE]`, as OpenAI's clients expect.
+//! are parsed (`openai_request.rs`), so the handler never sees these shapes;
+//! final replies ([`render`]) and stream events ([`event`]) are translated
+//! back here. Streams end with `data: [DONE]`, as OpenAI's clients expect.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,133 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::reply::{Answer, ReplyContext};
 use super::routes::Shape;
-use crate::api::{ChatComplete, FinishReason, Reply, Response, Usage};
-
-/// Rewrites an OpenAI or llama.cpp body into tabagent's request fields;
-/// other shapes pass through. Errs with a message for a 400.
-pub fn translate(shape: Shape, body: Option<Value>) -> Result<Option<Value>, String> {
-    let (Some(Value::Object(body)), true) = (body.clone(), is_translated(shape)) else {
-        return Ok(body);
-    };
-    let mut out = Map::new();
-    let mut copy = |from: &str, to: &str| {
-        if let Some(value) = body.get(from).filter(|v| !v.is_null()) {
-            out.insert(to.to_string(), value.clone());
-        }
-    };
-    match shape {
-        Shape::OpenAiChat | Shape::OpenAiCompletion => {
-            for key in [
-                "id",
-                "model",
-                "temperature",
-                "top_p",
-                "top_k",
-                "min_p",
-                "repeat_penalty",
-                "seed",
-                "max_tokens",
-            ] {
-                copy(key, key);
-            }
-            copy("max_completion_tokens", "max_tokens");
-            match body.get("n") {
-                None | Some(Value::Null) => {}
-                Some(n) if n.as_u64() == Some(1) => {}
-                Some(n) => return Err(format!("n = {n} is not supported: one choice per request")),
-            }
-            // OpenAI streams only when asked, unlike tabagent's own routes.
-            let stream = match body.get("stream") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(stream)) => *stream,
-                Some(_) => return Err("stream must be true or false".into()),
-            };
-            out.insert("stream".into(), Value::Bool(stream));
-            match body.get("stop") {
-                None | Some(Value::Null) => {}
-                Some(Value::String(stop)) => {
-                    out.insert("stop".into(), json!([stop]));
-                }
-                Some(stop @ Value::Array(_)) => {
-                    out.insert("stop".into(), stop.clone());
-                }
-                Some(_) => return Err("stop must be a string or a list of strings".into()),
-            }
-            if shape == Shape::OpenAiChat {
-                out.insert("messages".into(), messages(body.get("messages"))?);
-            } else {
-                out.insert("prompt".into(), prompt(body.get("prompt"))?);
-            }
-        }
-        Shape::LlamaTokenize => {
-            for key in ["id", "model", "content", "add_special"] {
-                copy(key, key);
-            }
-        }
-        Shape::LlamaDetokenize => {
-            for key in ["id", "model", "tokens"] {
-                copy(key, key);
-            }
-        }
-        _ => {}
-    }
-    Ok(Some(Value::Object(out)))
-}
-
-fn is_translated(shape: Shape) -> bool {
-    matches!(
-        shape,
-        Shape::OpenAiChat | Shape::OpenAiCompletion | Shape::LlamaTokenize | Shape::LlamaDetokenize
-    )
-}
-
-/// OpenAI messages as tabagent's: text parts joined, `developer` as `system`.
-fn messages(value: Option<&Value>) -> Result<Value, String> {
-    let Some(Value::Array(list)) = value else {
-        return Err("messages must be a list of {role, content}".into());
-    };
-    let mut out = Vec::with_capacity(list.len());
-    for message in list {
-        let role = message
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or("every message needs a role")?;
-        let role = if role == "developer" { "system" } else { role };
-        let content = match message.get("content") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(text)) => text.clone(),
-            Some(Value::Array(parts)) => parts
-                .iter()
-                .map(|part| match part.get("type").and_then(Value::as_str) {
-                    Some("text") => part
-                        .get("text")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| "a text part needs a string `text`".to_string()),
-                    other => Err(format!(
-                        "content parts of type {} are not supported (text only)",
-                        other.unwrap_or("?")
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()?
-                .join(""),
-            Some(_) => return Err("content must be a string or a list of parts".into()),
-        };
-        out.push(json!({"role": role, "content": content}));
-    }
-    Ok(Value::Array(out))
-}
-
-/// A completion prompt: a string, or a list holding one string.
-fn prompt(value: Option<&Value>) -> Result<Value, String> {
-    match value {
-        Some(Value::String(text)) => Ok(Value::String(text.clone())),
-        Some(Value::Array(list)) if list.len() == 1 && list[0].is_string() => Ok(list[0].clone()),
-        Some(Value::Array(_)) => {
-            Err("prompt must be one string (batches are not supported)".into())
-        }
-        _ => Err("prompt must be a string".into()),
-    }
-}
+use crate::api::{ChatChunk, ChatComplete, FinishReason, Reply, Response, TokenLogprob, Usage};
 
 /// The model a translated request named, for the chunks of its stream.
 pub fn requested_model(request: &crate::api::Request) -> Option<String> {
@@ -160,8 +34,8 @@ pub fn render(shape: Shape, reply: &Reply, context: &ReplyContext) -> Option<Ans
             "system_fingerprint": fingerprint(),
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": done.text},
-                "logprobs": null,
+                "message": message(done),
+                "logprobs": chat_logprobs(&done.logprobs),
                 "finish_reason": finish_reason(done.finish_reason),
             }],
             "usage": usage(&done.usage),
@@ -175,7 +49,7 @@ pub fn render(shape: Shape, reply: &Reply, context: &ReplyContext) -> Option<Ans
             "choices": [{
                 "text": done.text,
                 "index": 0,
-                "logprobs": null,
+                "logprobs": completion_logprobs(&done.logprobs),
                 "finish_reason": finish_reason(done.finish_reason),
             }],
             "usage": usage(&done.usage),
@@ -187,6 +61,22 @@ pub fn render(shape: Shape, reply: &Reply, context: &ReplyContext) -> Option<Ans
     Some(Answer::json(body.to_string().into_bytes()))
 }
 
+/// The assistant's message: its text (null when it only called tools), its
+/// tool calls and its reasoning.
+fn message(done: &ChatComplete) -> Value {
+    let mut message = json!({"role": "assistant", "content": done.text});
+    if !done.tool_calls.is_empty() {
+        if done.text.is_empty() {
+            message["content"] = Value::Null;
+        }
+        message["tool_calls"] = json!(done.tool_calls);
+    }
+    if let Some(reasoning) = &done.reasoning {
+        message["reasoning_content"] = json!(reasoning);
+    }
+    message
+}
+
 /// One stream event (`data: ...\n\n`, plus `data: [DONE]` after the last)
 /// in the route's shape, when the shape is OpenAI's.
 pub fn event(shape: Shape, reply: &Reply, first: bool, context: &ReplyContext) -> Option<Vec<u8>> {
@@ -195,54 +85,142 @@ pub fn event(shape: Shape, reply: &Reply, first: bool, context: &ReplyContext) -
     }
     let chat = shape == Shape::OpenAiChat;
     let head = |model: &str| {
-        json!({
+        let mut head = json!({
             "id": completion_id(shape, reply),
             "object": if chat { "chat.completion.chunk" } else { "text_completion" },
             "created": created(context),
             "model": model,
             "system_fingerprint": fingerprint(),
-        })
+        });
+        if context.wire.include_usage {
+            head["usage"] = Value::Null;
+        }
+        head
     };
     let requested = context.model.as_deref().unwrap_or("");
-    let body = match &reply.response {
+    let mut events = Vec::with_capacity(2);
+    match &reply.response {
         Response::ChatChunk(chunk) => {
             let mut body = head(requested);
             body["choices"] = if chat {
-                let delta = if first {
-                    json!({"role": "assistant", "content": chunk.delta})
-                } else {
-                    json!({"content": chunk.delta})
-                };
-                json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}])
+                json!([{
+                    "index": 0, "delta": delta(chunk, first),
+                    "logprobs": chat_logprobs(&chunk.logprobs), "finish_reason": null,
+                }])
             } else {
-                json!([{"text": chunk.delta, "index": 0, "logprobs": null, "finish_reason": null}])
+                json!([{
+                    "text": chunk.delta, "index": 0,
+                    "logprobs": completion_logprobs(&chunk.logprobs), "finish_reason": null,
+                }])
             };
-            body
+            events.push(body);
         }
-        Response::ChatComplete(done) => final_chunk(head(&done.model), chat, done),
-        Response::Error { error } => json!({"error": {
+        Response::ChatComplete(done) => {
+            let reason = finish_reason(done.finish_reason);
+            let mut body = head(&done.model);
+            body["choices"] = if chat {
+                json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason}])
+            } else {
+                json!([{"text": "", "index": 0, "logprobs": null, "finish_reason": reason}])
+            };
+            if context.wire.include_usage {
+                // OpenAI's order: the finish reason, then usage alone.
+                events.push(body);
+                let mut tail = head(&done.model);
+                tail["choices"] = json!([]);
+                tail["usage"] = usage(&done.usage);
+                events.push(tail);
+            } else {
+                body["usage"] = usage(&done.usage);
+                events.push(body);
+            }
+        }
+        Response::Error { error } => events.push(json!({"error": {
             "message": error.detail,
             "type": if error.status >= 500 { "server_error" } else { "invalid_request_error" },
             "code": error.status,
-        }}),
+        }})),
         _ => return None,
     };
-    let mut out = format!("data: {body}\n\n").into_bytes();
+    let mut out = Vec::new();
+    for body in events {
+        out.extend_from_slice(format!("data: {body}\n\n").as_bytes());
+    }
     if reply.response.is_final() {
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
     Some(out)
 }
 
-fn final_chunk(mut body: Value, chat: bool, done: &ChatComplete) -> Value {
-    let reason = finish_reason(done.finish_reason);
-    body["choices"] = if chat {
-        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason}])
-    } else {
-        json!([{"text": "", "index": 0, "logprobs": null, "finish_reason": reason}])
-    };
-    body["usage"] = usage(&done.usage);
-    body
+/// A chat chunk's delta: the role first, then text, reasoning and tool-call
+/// pieces (OpenAI's shape: id, type and name only on a call's first piece).
+fn delta(chunk: &ChatChunk, first: bool) -> Value {
+    let mut delta = Map::new();
+    if first {
+        delta.insert("role".into(), json!("assistant"));
+    }
+    if !chunk.delta.is_empty() || (chunk.reasoning.is_empty() && chunk.tool_calls.is_empty()) {
+        delta.insert("content".into(), json!(chunk.delta));
+    }
+    if !chunk.reasoning.is_empty() {
+        delta.insert("reasoning_content".into(), json!(chunk.reasoning));
+    }
+    if !chunk.tool_calls.is_empty() {
+        let calls: Vec<Value> = chunk
+            .tool_calls
+            .iter()
+            .map(|call| {
+                let mut function = json!({"arguments": call.arguments});
+                let mut piece = json!({"index": call.index});
+                if let Some(id) = &call.id {
+                    piece["id"] = json!(id);
+                    piece["type"] = json!("function");
+                }
+                if let Some(name) = &call.name {
+                    function["name"] = json!(name);
+                }
+                piece["function"] = function;
+                piece
+            })
+            .collect();
+        delta.insert("tool_calls".into(), Value::Array(calls));
+    }
+    Value::Object(delta)
+}
+
+/// Chat's logprobs: `{content: [{token, logprob, bytes, top_logprobs}]}`.
+fn chat_logprobs(logprobs: &[TokenLogprob]) -> Value {
+    if logprobs.is_empty() {
+        return Value::Null;
+    }
+    json!({"content": logprobs, "refusal": null})
+}
+
+/// The legacy completions' logprobs: parallel lists and a map per token.
+fn completion_logprobs(logprobs: &[TokenLogprob]) -> Value {
+    if logprobs.is_empty() {
+        return Value::Null;
+    }
+    let mut offset = 0;
+    let mut offsets = Vec::with_capacity(logprobs.len());
+    for t in logprobs {
+        offsets.push(offset);
+        offset += t.token.len();
+    }
+    json!({
+        "tokens": logprobs.iter().map(|t| &t.token).collect::<Vec<_>>(),
+        "token_logprobs": logprobs.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+        "top_logprobs": logprobs
+            .iter()
+            .map(|t| {
+                t.top_logprobs
+                    .iter()
+                    .map(|a| (a.token.clone(), json!(a.logprob)))
+                    .collect::<Map<_, _>>()
+            })
+            .collect::<Vec<_>>(),
+        "text_offset": offsets,
+    })
 }
 
 /// OpenAI's usage, with the reused prefix as `cached_tokens`.
@@ -260,6 +238,7 @@ fn finish_reason(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Stop | FinishReason::Cancelled => "stop",
         FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
     }
 }
 
@@ -282,39 +261,4 @@ fn created(context: &ReplyContext) -> u64 {
 
 fn fingerprint() -> String {
     format!("tabagent-{}", env!("CARGO_PKG_VERSION"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn openai_chat_bodies_become_chat_requests() {
-        let body = json!({
-            "model": "m", "stream": true, "stop": "END", "max_completion_tokens": 5,
-            "messages": [
-                {"role": "developer", "content": "be brief"},
-                {"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}]},
-            ],
-        });
-        let out = translate(Shape::OpenAiChat, Some(body)).unwrap().unwrap();
-        assert_eq!(
-            out["messages"][0],
-            json!({"role": "system", "content": "be brief"})
-        );
-        assert_eq!(out["messages"][1]["content"], "hi there");
-        assert_eq!(
-            (out["stop"].clone(), out["max_tokens"].clone()),
-            (json!(["END"]), json!(5))
-        );
-        let plain = translate(Shape::OpenAiCompletion, Some(json!({"prompt": ["x"]})))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (plain["prompt"].clone(), plain["stream"].clone()),
-            (json!("x"), json!(false))
-        );
-        assert!(translate(Shape::OpenAiChat, Some(json!({"messages": [], "n": 2}))).is_err());
-        assert!(translate(Shape::OpenAiCompletion, Some(json!({"prompt": ["a", "b"]}))).is_err());
-    }
 }

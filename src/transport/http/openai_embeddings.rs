@@ -28,11 +28,25 @@ pub fn translate(shape: Shape, body: Option<Value>) -> Result<Option<Value>, Str
     }
     if shape == Shape::OpenAiEmbeddings {
         out.insert("input".into(), input(body.get("input"))?);
-        if let Some(format) = body.get("encoding_format").filter(|v| !v.is_null()) {
-            out.insert("encoding_format".into(), format.clone());
+        for (key, value) in &body {
+            match key.as_str() {
+                "id" | "model" | "input" => {}
+                _ if value.is_null() => {}
+                "user" if value.is_string() => {}
+                "user" => return Err("user must be a string".into()),
+                "encoding_format" => {
+                    out.insert("encoding_format".into(), value.clone());
+                }
+                // Shortened vectors need a model trained for them
+                // (Matryoshka); none of tabagent's declares that.
+                "dimensions" => {
+                    return Err("dimensions is not supported: the model does not declare \
+                                that its vectors may be shortened"
+                        .into());
+                }
+                other => return Err(super::openai_request::unsupported(other)),
+            }
         }
-        // `dimensions` (shortened vectors) is for models trained for it; ours
-        // give their full length, as OpenAI's older models do.
     } else {
         let query = body
             .get("query")

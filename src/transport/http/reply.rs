@@ -6,6 +6,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 use tiny_http::{Header, Request as HttpRequest, Response as HttpResponse};
 
+use super::openai_request::WireOptions;
 use super::routes::Shape;
 use crate::api::{JobId, Reply, Response};
 use crate::error::ApiError;
@@ -23,6 +24,8 @@ pub struct ReplyContext {
     pub model: Option<String>,
     /// The methods a path takes, for the `Allow` of a 405.
     pub allow: Option<String>,
+    /// What an OpenAI-shaped reply must add (`stream_options`).
+    pub wire: WireOptions,
 }
 
 /// One complete (non-streamed) HTTP answer.
@@ -135,6 +138,9 @@ fn render_shape(shape: Shape, reply: &Reply, context: &ReplyContext) -> Answer {
         return answer;
     }
     if let Some(answer) = super::openai_embeddings::render(shape, reply) {
+        return answer;
+    }
+    if let Some(answer) = super::openai_responses::render(shape, reply) {
         return answer;
     }
     match (&reply.response, shape) {

@@ -20,6 +20,8 @@ pub enum Shape {
     OpenAiChat,
     /// OpenAI's `POST /v1/completions`.
     OpenAiCompletion,
+    /// OpenAI's Responses API (see `openai_responses.rs`).
+    OpenAiResponses,
     /// llama.cpp server's `POST /tokenize`.
     LlamaTokenize,
     /// llama.cpp server's `POST /detokenize`.
@@ -113,6 +115,11 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/completions", "Generate")
         .shape(Shape::OpenAiCompletion)
         .body(),
+    route("POST", "/v1/responses", "CreateResponse")
+        .shape(Shape::OpenAiResponses)
+        .body(),
+    route("GET", "/v1/responses/{response_id}", "GetResponse").shape(Shape::OpenAiResponses),
+    route("DELETE", "/v1/responses/{response_id}", "DeleteResponse").shape(Shape::OpenAiResponses),
     route("POST", "/v1/embeddings", "Embeddings")
         .shape(Shape::OpenAiEmbeddings)
         .body(),

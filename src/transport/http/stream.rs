@@ -12,15 +12,17 @@
 //! the client left.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tiny_http::Request as HttpRequest;
 
+use super::openai_responses::ResponsesStream;
 use super::reply::{JOB_HEADER, ReplyContext, render};
+use super::routes::Shape;
 use crate::api::{JobId, Reply, RequestId, Response};
-use crate::jobs::ReplySink;
+use crate::jobs::{ReplySink, lock};
 use crate::outbox::{Outbox, OutboxLimits, Popped};
 
 /// What the writer thread writes.
@@ -45,13 +47,18 @@ pub fn start(
     limits: OutboxLimits,
 ) -> std::io::Result<Arc<dyn ReplySink>> {
     let farewell_context = context.clone();
+    // OpenAI's Responses events number themselves and follow the items
+    // opened so far: state shared by the sink and the farewell below.
+    let responses = (context.shape == Shape::OpenAiResponses)
+        .then(|| Arc::new(Mutex::new(ResponsesStream::default())));
+    let farewell_responses = responses.clone();
     let outbox = Arc::new(Outbox::new(
         limits,
         Instant::now(),
         || {},
         move |ended| {
             let reply = Reply::new(id.clone(), Response::error(ended.error()));
-            let event = event_bytes(&reply, false, &farewell_context);
+            let event = event_bytes(&reply, false, &farewell_context, &farewell_responses);
             let len = event.len();
             (Item::Event(event, None), len)
         },
@@ -60,6 +67,7 @@ pub fn start(
         outbox: Arc::clone(&outbox),
         context: context.clone(),
         opened: AtomicBool::new(false),
+        responses,
     });
     std::thread::Builder::new()
         .name("http-reply".into())
@@ -73,6 +81,8 @@ struct HttpSink {
     context: ReplyContext,
     /// Whether a chunk went out, so the stream is (or will be) open.
     opened: AtomicBool,
+    /// The stream's state, on OpenAI's Responses route.
+    responses: Option<Arc<Mutex<ResponsesStream>>>,
 }
 
 impl ReplySink for HttpSink {
@@ -83,7 +93,8 @@ impl ReplySink for HttpSink {
             Item::Answer(render(self.context.shape, &reply, &self.context))
         } else {
             self.opened.store(true, Ordering::Relaxed);
-            Item::Event(event_bytes(&reply, first, &self.context), reply.job_id)
+            let event = event_bytes(&reply, first, &self.context, &self.responses);
+            Item::Event(event, reply.job_id)
         };
         let bytes = match &item {
             Item::Answer(answer) => answer.body_len(),
@@ -179,7 +190,15 @@ fn open_stream(
 }
 
 /// One `data:` event in the route's shape.
-fn event_bytes(reply: &Reply, first: bool, context: &ReplyContext) -> Vec<u8> {
+fn event_bytes(
+    reply: &Reply,
+    first: bool,
+    context: &ReplyContext,
+    responses: &Option<Arc<Mutex<ResponsesStream>>>,
+) -> Vec<u8> {
+    if let Some(state) = responses {
+        return lock(state).event(reply);
+    }
     super::openai::event(context.shape, reply, first, context).unwrap_or_else(|| {
         let mut event = b"data: ".to_vec();
         event.extend_from_slice(&reply.to_json());

@@ -189,7 +189,7 @@ mod tests {
         let reply = |delta: String| {
             Reply::new(
                 RequestId::text("r"),
-                Response::ChatChunk(ChatChunk { delta }),
+                Response::ChatChunk(ChatChunk::text(delta)),
             )
         };
         assert_eq!(encode(&reply("hi".into()), 1024).len(), 1);

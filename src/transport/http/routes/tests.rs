@@ -137,6 +137,10 @@ fn every_request_type_has_a_route() {
         .filter(|l| !l.starts_with("//") && l.contains('('))
     {
         let name = line.split('(').next().unwrap();
+        // The key is handed over native messaging only (auth::native_only).
+        if name == "GetApiKey" {
+            continue;
+        }
         assert!(
             ROUTES.iter().any(|r| r.request_type == name),
             "{name} has no HTTP route"
