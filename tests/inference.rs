@@ -483,6 +483,11 @@ fn openai_routes_speak_openai() {
     assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
     let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert!(last["choices"][0]["finish_reason"].is_string());
+    // Each completion has an id of its own, the same on every chunk.
+    let id = first["id"].as_str().unwrap();
+    assert!(id.starts_with("chatcmpl-") && id.len() > 12, "{id}");
+    assert_ne!(chat["id"].as_str(), Some(id));
+    assert_eq!(last["id"].as_str(), Some(id));
     let completion = server
         .post(
             "/v1/completions",

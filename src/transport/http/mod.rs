@@ -250,6 +250,7 @@ impl Worker {
             model: None,
             allow: None,
             wire: Default::default(),
+            completion_key: crate::api::JobId::random(),
         };
         let parsed = match self.check(&mut request, &mut context) {
             Ok(Checked::Request(parsed)) => parsed,

@@ -27,7 +27,7 @@ pub fn requested_model(request: &crate::api::Request) -> Option<String> {
 pub fn render(shape: Shape, reply: &Reply, context: &ReplyContext) -> Option<Answer> {
     let body = match (&reply.response, shape) {
         (Response::ChatComplete(done), Shape::OpenAiChat) => json!({
-            "id": completion_id(shape, reply),
+            "id": completion_id(shape, context),
             "object": "chat.completion",
             "created": created(context),
             "model": done.model,
@@ -41,7 +41,7 @@ pub fn render(shape: Shape, reply: &Reply, context: &ReplyContext) -> Option<Ans
             "usage": usage(&done.usage),
         }),
         (Response::ChatComplete(done), Shape::OpenAiCompletion) => json!({
-            "id": completion_id(shape, reply),
+            "id": completion_id(shape, context),
             "object": "text_completion",
             "created": created(context),
             "model": done.model,
@@ -86,7 +86,7 @@ pub fn event(shape: Shape, reply: &Reply, first: bool, context: &ReplyContext) -
     let chat = shape == Shape::OpenAiChat;
     let head = |model: &str| {
         let mut head = json!({
-            "id": completion_id(shape, reply),
+            "id": completion_id(shape, context),
             "object": if chat { "chat.completion.chunk" } else { "text_completion" },
             "created": created(context),
             "model": model,
@@ -242,13 +242,13 @@ fn finish_reason(reason: FinishReason) -> &'static str {
     }
 }
 
-fn completion_id(shape: Shape, reply: &Reply) -> String {
+fn completion_id(shape: Shape, context: &ReplyContext) -> String {
     let prefix = if shape == Shape::OpenAiChat {
         "chatcmpl"
     } else {
         "cmpl"
     };
-    format!("{prefix}-{}", reply.id.key())
+    format!("{prefix}-{}", context.completion_key)
 }
 
 /// Unix seconds when the request arrived.

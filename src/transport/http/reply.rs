@@ -26,6 +26,10 @@ pub struct ReplyContext {
     pub allow: Option<String>,
     /// What an OpenAI-shaped reply must add (`stream_options`).
     pub wire: WireOptions,
+    /// The id of an OpenAI completion (`chatcmpl-...`), one per request so
+    /// every chunk of a stream carries the same one: HTTP requests have no
+    /// client id to borrow it from.
+    pub completion_key: crate::api::JobId,
 }
 
 /// One complete (non-streamed) HTTP answer.
