@@ -73,11 +73,10 @@ impl TestServer {
             HttpConfig {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 cors_origins: Vec::new(),
-                // In-process, on loopback: no key and no offer limit (the
+                // In-process, on loopback: no key and no rate limits (the
                 // binary's defaults are tested in tests/trust.rs).
                 key: None,
                 data_dir: std::path::PathBuf::new(),
-                offers_per_minute: 0,
                 allowed_hosts: Vec::new(),
                 max_body_bytes: 16 << 20,
                 workers: 2,

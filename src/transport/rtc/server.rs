@@ -250,6 +250,8 @@ impl RtcServer {
         for (id, reason) in ended {
             self.close(&id, reason);
         }
+        // Every wake-up of the loop ends here: the gauge follows each change.
+        self.handler.stats().set_rtc_sessions(self.sessions.len());
     }
 
     /// The earliest instant any session needs the loop: a str0m timer, an
@@ -341,6 +343,8 @@ impl RtcServer {
         let origin = Origin {
             transport: Transport::Rtc,
             connection: session.connection,
+            client: crate::ratelimit::Client::Session(session.connection),
+            route: None,
         };
         let message: Cow<[u8]> = match session.joiner.push(message, max) {
             Incoming::Plain => Cow::Borrowed(message),
