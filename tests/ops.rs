@@ -447,6 +447,34 @@ fn a_preloaded_model_is_loaded_without_any_request() {
     assert_eq!(server.get("/health").ok_json()["status"], "ok");
 }
 
+#[cfg(feature = "llama")]
+#[test]
+fn health_says_loading_while_a_preload_runs() {
+    let test = "health_says_loading_while_a_preload_runs";
+    let Some(real) = crate::inference::real_models(test) else {
+        return;
+    };
+    let models = crate::inference::gemma_models(&real);
+    // Gemma takes most of a second to load: the first /health comes sooner.
+    let server =
+        crate::inference::http_server(&models, &[("TABAGENT_PRELOAD", crate::inference::GEMMA)]);
+    let first = server.get("/health");
+    assert_eq!(
+        first.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    assert_eq!(first.json()["status"], "loading");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.get("/health").status != 200 {
+        assert!(Instant::now() < deadline, "the preload never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let loaded = server.get("/api/loaded").ok_json();
+    assert_eq!(loaded["models"][0]["model"], crate::inference::GEMMA);
+}
+
 fn hang_up(server: &HttpServer) {
     let status = Command::new("kill")
         .args(["-HUP", &server.child.id().to_string()])
@@ -459,13 +487,17 @@ fn hang_up(server: &HttpServer) {
 fn sighup_applies_a_new_log_level_and_keeps_the_old_settings_on_a_broken_file() {
     let data = TempDir::new("ops-reload");
     let config = data.path().join("tabagent.toml");
+    let write = |text: &str| {
+        let key = format!("api_key = \"{}\"\n", crate::util::TEST_KEY);
+        std::fs::write(&config, format!("{text}\n{key}")).unwrap();
+    };
     // The HTTP transport's address line is at info: the spawner waits for it.
-    let quiet = "log = \"warn,tabagent::transport::http=info\"\nrate_limit = 0\n";
-    std::fs::write(&config, quiet).unwrap();
+    write("log = \"warn,tabagent::transport::http=info\"\nrate_limit = 0");
     let mut command = command(data.path());
     command
         .env_remove("TABAGENT_LOG")
-        .env_remove("TABAGENT_RATE_LIMIT");
+        .env_remove("TABAGENT_RATE_LIMIT")
+        .env_remove("TABAGENT_API_KEY");
     command.arg("--config").arg(&config);
     let server = HttpServer::start_command(command, data);
     server.get("/api/params").assert_status(200);
@@ -475,11 +507,7 @@ fn sighup_applies_a_new_log_level_and_keeps_the_old_settings_on_a_broken_file() 
         "warn hides access lines"
     );
 
-    std::fs::write(
-        &config,
-        "log = \"info\"\nrate_limit = 0\nwebrtc_max_sessions = 5\n",
-    )
-    .unwrap();
+    write("log = \"info\"\nrate_limit = 0\nwebrtc_max_sessions = 5");
     let mark = server.log.lock().unwrap().len();
     hang_up(&server);
     let applied = wait_for_line(&server, mark, "reloaded the settings: applied log");
@@ -492,7 +520,7 @@ fn sighup_applies_a_new_log_level_and_keeps_the_old_settings_on_a_broken_file() 
     wait_for_line(&server, applied, "/api/params 200");
 
     // A broken file is refused whole: the level stays info.
-    std::fs::write(&config, "log = \"warn\"\nrate_limit = \"many\"\n").unwrap();
+    write("log = \"warn\"\nrate_limit = \"many\"");
     let mark = server.log.lock().unwrap().len();
     hang_up(&server);
     wait_for_line(&server, mark, "the settings were not reloaded");
@@ -500,18 +528,28 @@ fn sighup_applies_a_new_log_level_and_keeps_the_old_settings_on_a_broken_file() 
     server.get("/api/params").assert_status(200);
     wait_for_line(&server, mark, "/api/params 200");
     // So is a level env_logger would not read.
-    std::fs::write(&config, "log = \"loudest=yes\"\n").unwrap();
+    write("log = \"loudest=yes\"");
     let mark = server.log.lock().unwrap().len();
     hang_up(&server);
     wait_for_line(&server, mark, "is not a level");
     let mark = server.log.lock().unwrap().len();
     server.get("/api/params").assert_status(200);
     wait_for_line(&server, mark, "/api/params 200");
-    // And the rate limit applies live.
-    std::fs::write(&config, "log = \"info\"\nrate_limit = 1\n").unwrap();
+    // The rate limit applies live.
+    write("log = \"info\"\nrate_limit = 1");
     let mark = server.log.lock().unwrap().len();
     hang_up(&server);
     wait_for_line(&server, mark, "applied rate_limit");
     let statuses: Vec<u16> = (0..3).map(|_| server.get("/api/params").status).collect();
     assert_eq!(statuses, vec![200, 200, 429]);
+    // And a new key replaces the old one at once.
+    std::fs::write(&config, "log = \"info\"\napi_key = \"rotated\"\n").unwrap();
+    let mark = server.log.lock().unwrap().len();
+    hang_up(&server);
+    wait_for_line(&server, mark, "applied api_key, rate_limit");
+    assert_eq!(server.get("/api/params").status, 401);
+    // (The bucket the 429 above emptied refills at the new rate, 50 a second.)
+    std::thread::sleep(Duration::from_millis(100));
+    let rotated = [("Authorization", "Bearer rotated")];
+    crate::util::http(server.addr, "GET", "/api/params", &rotated, None).assert_status(200);
 }

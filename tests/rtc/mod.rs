@@ -187,6 +187,49 @@ fn a_thousand_requests_come_back_in_order() {
 }
 
 #[test]
+fn a_session_over_its_rate_gets_an_error_frame_with_retry_after() {
+    let server = TestServer::start();
+    server
+        .handler
+        .limiter()
+        .set(tabagent::ratelimit::RateSettings {
+            requests_per_second: 5,
+            offers_per_minute: 0,
+            generations_per_client: 0,
+        });
+    let mut client = Client::connect(server.http);
+    // Bursts of twice the rate pass; the next one is refused with an Error frame.
+    for i in 0..11 {
+        client.send(&health(i));
+    }
+    let replies: Vec<Value> = (0..11)
+        .map(|_| client.recv(Duration::from_secs(20)))
+        .collect();
+    for reply in &replies[..10] {
+        assert_eq!(reply["response_type"], "Health", "{reply}");
+    }
+    let refused = &replies[10];
+    assert_eq!(refused["response_type"], "Error", "{refused}");
+    assert_eq!(refused["error"]["status"], 429, "{refused}");
+    assert_eq!(refused["error"]["retry_after"], 1, "{refused}");
+    assert_eq!(refused["id"], 10);
+    // The session is one client: another session has a bucket of its own.
+    let mut other = Client::connect(server.http);
+    assert_eq!(other.call(health("o"))["response_type"], "Health");
+    let metrics = server.handler.metrics();
+    assert!(
+        metrics.contains("\ntabagent_webrtc_sessions 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "tabagent_requests_total{transport=\"webrtc\",route=\"Health\",status=\"429\"} 1\n"
+        ),
+        "{metrics}"
+    );
+}
+
+#[test]
 fn server_push_streams_to_subscribed_sessions_only() {
     let server = TestServer::start();
     let mut all = Client::connect(server.http);
