@@ -350,6 +350,7 @@ fn a_client_may_not_run_more_generations_than_its_cap() {
 }
 
 /// The server's JSON log lines from `from` on.
+#[cfg(feature = "llama")]
 fn json_lines(server: &HttpServer, from: usize) -> Vec<Value> {
     server.log.lock().unwrap()[from..]
         .iter()
