@@ -11,7 +11,7 @@ MODELS_DIR  ?= $(DATA_DIR)/models
 TEST_MODELS := $(CURDIR)/target/test-models
 TEST_LIB    := $(TEST_MODELS)/lib/libonnxruntime.so
 APT_PACKAGES := cmake clang libclang-dev wrk chromium iproute2
-PIP_PACKAGES := 'gguf==0.19.*' numpy openai 'schemathesis==4.32.5' jsonschema pyyaml
+PIP_PACKAGES := 'gguf==0.19.*' numpy openai 'schemathesis==4.32.5' jsonschema pyyaml prometheus_client
 
 BIN := target/release/tabagent
 
@@ -72,7 +72,7 @@ apt:
 	fi
 
 pip:
-	@$(PYTHON) -c "import gguf, numpy, openai, jsonschema, yaml; from importlib.metadata import version; assert version('schemathesis') == '4.32.5'" 2>/dev/null || $(PYTHON) -m pip install -q $(PIP_PACKAGES)
+	@$(PYTHON) -c "import gguf, numpy, openai, jsonschema, yaml, prometheus_client; from importlib.metadata import version; assert version('schemathesis') == '4.32.5'" 2>/dev/null || $(PYTHON) -m pip install -q $(PIP_PACKAGES)
 
 clean:
 	$(CARGO) clean

@@ -111,6 +111,7 @@ fn parse_options(args: Vec<OsString>) -> Result<Args, lexopt::Error> {
             Long("data-dir") => settings.data_dir = Some(parser.value()?.into()),
             Long("models-dir") => settings.models_dir = Some(parser.value()?.into()),
             Long("log") => settings.log = Some(parser.value()?.string()?),
+            Long("log-format") => settings.log_format = Some(parser.value()?.parse()?),
             Long("config") => config_file = Some(parser.value()?.into()),
             Long("extension-id") => extension_ids.push(parser.value()?.string()?),
             Long("browser") => browsers.push(parser.value()?.string()?),
@@ -252,6 +253,8 @@ OPTIONS:
     --models-dir DIR          Models [default: <data-dir>/models]
     --config FILE             TOML file with any of the settings below
     --log LEVEL               error, warn, info, debug, trace [default: info]
+    --log-format text|json    Log lines as text or one JSON object each
+                              [default: text]
     --api-key KEY             The key HTTP clients must send (other users can read
                               command lines: prefer --api-key-file or the env)
     --api-key-file FILE       A file holding the key [default: <data-dir>/token]
@@ -296,6 +299,20 @@ waiting TABAGENT_PULL_TIMEOUT seconds [30] at most for the server
 (TABAGENT_PULL_DEADLINE: seconds in all, 0: no limit); they need a sha256 unless
 the model is in the catalog or allow_unverified is given.
 TABAGENT_ALLOW_LOOPBACK_PULLS=true lets pulls use loopback (tests).
+
+Rate limits (per HTTP address and per WebRTC session; native messaging is
+never limited): TABAGENT_RATE_LIMIT requests a second on average, in bursts of
+twice that [50; 0: no limit]; TABAGENT_GENERATIONS_PER_CLIENT generations
+running or queued at once [0: twice the generation slots]; over a limit: 429
+with Retry-After (an Error frame with retry_after elsewhere).
+
+Operations: GET /metrics (with the key) answers Prometheus' text format.
+Every log line of a request carries its id (HTTP's X-Request-Id), and its last
+line (target tabagent::access) its route, status, duration and tokens.
+TABAGENT_PRELOAD lists model ids loaded at start in the background (/health
+says loading meanwhile). SIGHUP reads the config file again and applies log,
+cors_origins, the rate limits, keep_alive, memory_budget and the key settings;
+a file with an error is refused whole and the old settings stay.
 
 When a browser starts tabagent with a chrome-extension:// origin as its first
 argument, it serves native messaging on stdin/stdout only.

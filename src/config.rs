@@ -12,6 +12,8 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+pub use crate::logging::LogFormat;
+
 /// Which transports to serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -162,6 +164,13 @@ macro_rules! settings {
             fn resolve(layer: Layer, defaults: &Defaults) -> Config {
                 Config { $( $name: layer.$name.unwrap_or_else(|| ($default)(defaults)), )* }
             }
+
+            /// The names of the settings whose values differ in `other`.
+            pub fn differences(&self, other: &Config) -> Vec<&'static str> {
+                let mut changed = Vec::new();
+                $( if self.$name != other.$name { changed.push(stringify!($name)); } )*
+                changed
+            }
         }
     };
 }
@@ -182,6 +191,10 @@ settings! {
     models_dir: PathBuf = |d: &Defaults| d.data_dir.join("models"),
     /// Log filter (env_logger syntax): error, warn, info, debug, trace.
     log: String = |_: &Defaults| "info".to_string(),
+    /// How log lines are written: `text`, or `json` (one object per line).
+    log_format: LogFormat = |_: &Defaults| LogFormat::Text,
+    /// Models loaded in the background at start (ids, as ListModels names them).
+    preload: List = |_: &Defaults| List::default(),
     /// Extra origins allowed by CORS, besides the extensions `install-host`
     /// and `allow-extension` recorded (`*`: any, only while a key is required).
     cors_origins: List = |_: &Defaults| List::default(),
@@ -245,6 +258,12 @@ settings! {
     require_key: bool = |_: &Defaults| true,
     /// WebRTC offers one address may make per minute; more get 429 (0: no limit).
     webrtc_offers_per_minute: u32 = |_: &Defaults| 10,
+    /// Requests a second one client (an HTTP address, a WebRTC session) may
+    /// make on average, in bursts of up to twice that; more get 429 (0: no limit).
+    rate_limit: u32 = |_: &Defaults| 50,
+    /// Generations one client may have running or queued at once; more get
+    /// 429 (0: twice the generation slots).
+    generations_per_client: u32 = |_: &Defaults| 0,
     /// Largest file a pull may fetch, in bytes (also capped by the free disk).
     max_pull_bytes: u64 = |_: &Defaults| 64 << 30,
     /// Whether pulls may fetch from loopback addresses, plain http included (tests).

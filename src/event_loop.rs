@@ -1,5 +1,5 @@
 //! The event loop: one mio `Poll` over stdin and stdout (native messaging),
-//! the signals, the WebRTC UDP sockets, and a `Waker` through which pool
+//! the signals (SIGHUP reloads the settings), the WebRTC UDP sockets, and a `Waker` through which pool
 //! jobs and HTTP workers tell it there is work.
 //!
 //! It owns the transports that live on one thread: the native messaging
@@ -19,7 +19,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::handler::Handler;
@@ -37,6 +37,10 @@ const UDP: Token = Token(4);
 
 /// How long shutdown waits for jobs in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What SIGHUP runs: reads the settings again; returns the new key source
+/// when the key's settings changed.
+pub type ReloadHook = Box<dyn FnMut() -> Option<Arc<crate::auth::KeySource>> + Send>;
 
 /// What other threads may ask of the loop itself.
 pub enum LoopMessage {
@@ -69,6 +73,8 @@ pub struct EventLoop {
     exit_on_eof: bool,
     limits: OutboxLimits,
     rtc: Option<(RtcServer, Receiver<RtcMessage>)>,
+    /// What SIGHUP runs (nothing until set).
+    reload: Option<ReloadHook>,
 }
 
 impl EventLoop {
@@ -83,7 +89,7 @@ impl EventLoop {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (handle, inbox) = Mailbox::new(Arc::clone(&waker));
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
         let native = if native {
@@ -108,6 +114,7 @@ impl EventLoop {
             exit_on_eof,
             limits,
             rtc: None,
+            reload: None,
         })
     }
 
@@ -133,6 +140,11 @@ impl EventLoop {
         if let Some(native) = self.native.as_mut() {
             native.set_api_key(key);
         }
+    }
+
+    /// Runs `hook` on SIGHUP (on the loop's thread).
+    pub fn on_reload(&mut self, hook: ReloadHook) {
+        self.reload = Some(hook);
     }
 
     /// A handle for other threads.
@@ -161,9 +173,13 @@ impl EventLoop {
                         }
                     }
                     SIGNALS => {
-                        if self.signals.pending().next().is_some() {
+                        let pending: Vec<i32> = self.signals.pending().collect();
+                        if pending.iter().any(|s| *s != SIGHUP) {
                             log::info!("signal received: shutting down");
                             break 'serve Exit::Clean;
+                        }
+                        if !pending.is_empty() {
+                            self.reload();
                         }
                     }
                     // Outboxes wake the loop; they are flushed below.
@@ -186,6 +202,17 @@ impl EventLoop {
             rtc.shutdown();
         }
         Ok(exit)
+    }
+
+    /// SIGHUP: reloads the settings; a new key goes to the native port.
+    fn reload(&mut self) {
+        log::info!("SIGHUP: reading the settings again");
+        let Some(hook) = self.reload.as_mut() else {
+            return;
+        };
+        if let Some(key) = hook() {
+            self.set_api_key(key);
+        }
     }
 
     /// Serves what stdin has. Some(exit) ends the loop.

@@ -237,26 +237,30 @@ impl Jobs {
         };
         let running = Arc::clone(&self.running);
         let in_flight = Arc::clone(&lane.in_flight);
+        // The job's log lines carry the request's tag, on whatever thread.
+        let tag = crate::logging::RequestTag::current();
         lane.pool.spawn(move || {
-            let context = JobContext {
-                id,
-                job: job_id,
-                replied: AtomicBool::new(false),
-                cancel,
-                sink,
-            };
-            let response = match catch_unwind(AssertUnwindSafe(|| (job.work)(&context))) {
-                Ok(Ok(response)) => response,
-                Ok(Err(error)) => Response::error(error),
-                Err(panic) => {
-                    let what = panic_message(&panic);
-                    log::error!("a job panicked: {what}");
-                    Response::error(ApiError::internal(format!("the request failed: {what}")))
-                }
-            };
-            lock(&running).remove(&job_id);
-            context.sink.deliver(context.reply(response));
-            in_flight.fetch_sub(1, Ordering::AcqRel);
+            crate::logging::RequestTag::scope(tag, move || {
+                let context = JobContext {
+                    id,
+                    job: job_id,
+                    replied: AtomicBool::new(false),
+                    cancel,
+                    sink,
+                };
+                let response = match catch_unwind(AssertUnwindSafe(|| (job.work)(&context))) {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(error)) => Response::error(error),
+                    Err(panic) => {
+                        let what = panic_message(&panic);
+                        log::error!("a job panicked: {what}");
+                        Response::error(ApiError::internal(format!("the request failed: {what}")))
+                    }
+                };
+                lock(&running).remove(&job_id);
+                context.sink.deliver(context.reply(response));
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+            })
         });
         Ok(job_id)
     }
@@ -300,6 +304,25 @@ impl Jobs {
             .filter(|(_, r)| r.connection == connection && r.client_key == key)
             .map(found)
             .collect()
+    }
+
+    /// Per lane: its name, jobs waiting for a thread, and jobs running.
+    pub fn lanes(&self) -> [(&'static str, usize, usize); 2] {
+        let lane = |name, lane: &LanePool| {
+            let in_flight = lane.in_flight.load(Ordering::Acquire);
+            let threads = lane.pool.current_num_threads();
+            (
+                name,
+                in_flight.saturating_sub(threads),
+                in_flight.min(threads),
+            )
+        };
+        [lane("model", &self.model), lane("io", &self.io)]
+    }
+
+    /// Generations that can run at once: the model lane's threads.
+    pub fn generation_slots(&self) -> usize {
+        self.model.pool.current_num_threads()
     }
 
     /// Jobs accepted and not yet finished, over both lanes.

@@ -22,9 +22,9 @@ pub fn run(args: Args) -> ExitCode {
         Command::Help => print(&crate::cli::help()),
         Command::Version => print(&format!("tabagent {}\n", env!("CARGO_PKG_VERSION"))),
         ref command => load_config(&args).and_then(|config| {
-            init_logging(&config.log);
+            let logger = crate::logging::init(&config.log, config.log_format);
             match command {
-                Command::Serve => serve(config, started),
+                Command::Serve => serve(&args, config, logger, started),
                 Command::Models => list_models(&config),
                 Command::Pull {
                     url,
@@ -64,7 +64,9 @@ fn print(text: &str) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_config(args: &Args) -> Result<Config, String> {
+/// The settings: `args` over the environment over the config file over the
+/// defaults (read again on SIGHUP).
+pub(crate) fn load_config(args: &Args) -> Result<Config, String> {
     let env = Layer::from_env(|key| std::env::var(key).ok())?;
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let config_file = args
@@ -87,17 +89,8 @@ fn load_config(args: &Args) -> Result<Config, String> {
     ))
 }
 
-fn init_logging(filter: &str) {
-    // stderr only: stdout carries native messaging frames.
-    let _ = env_logger::Builder::new()
-        .parse_filters(filter)
-        .target(env_logger::Target::Stderr)
-        .format_timestamp_millis()
-        .try_init();
-}
-
 /// Refuses settings that would open the server to more than they say.
-fn check_exposure(config: &Config) -> Result<(), String> {
+pub(crate) fn check_exposure(config: &Config) -> Result<(), String> {
     if config.mode == Mode::Native {
         return Ok(());
     }
@@ -119,8 +112,14 @@ fn check_exposure(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
+fn serve(
+    args: &Args,
+    config: Config,
+    logger: Arc<crate::logging::Logger>,
+    started: Instant,
+) -> Result<ExitCode, String> {
     check_exposure(&config)?;
+    crate::logging::check_filter(&config.log)?;
     if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
         log::warn!(
             "cannot create the data dir {}: {e}",
@@ -147,6 +146,11 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
         },
         started,
     )?);
+    handler.limiter().set(crate::reload::rate_settings(
+        &config,
+        handler.generation_slots(),
+    ));
+    handler.preload(&config.preload.0);
 
     let want_native = match config.mode {
         Mode::Native => true,
@@ -194,7 +198,6 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
             cors_origins: config.cors_origins.0.clone(),
             key: config.require_key.then(|| Arc::clone(&key)),
             data_dir: config.data_dir.clone(),
-            offers_per_minute: config.webrtc_offers_per_minute,
             allowed_hosts: config.allowed_hosts.0.clone(),
             max_body_bytes: config.max_body_bytes,
             workers: cores.max(2),
@@ -219,6 +222,14 @@ fn serve(config: Config, started: Instant) -> Result<ExitCode, String> {
         started.elapsed(),
         config.mode
     );
+    let mut reloader = crate::reload::Reloader::new(
+        args.clone(),
+        config,
+        logger,
+        Arc::clone(&handler),
+        http.as_ref().map(HttpServer::guard),
+    );
+    event_loop.on_reload(Box::new(move || reloader.reload()));
 
     let exit = event_loop.run(|| {
         if let Some(http) = http {

@@ -1,17 +1,21 @@
 //! Request counters and a latency histogram, shared by every transport.
 //!
-//! Everything is an atomic so that recording never takes a lock on a hot path.
 //! Latencies land in logarithmic buckets (four per power of two), which bounds
-//! a percentile's error to ~19% with a fixed 1 KiB of memory.
+//! a percentile's error to ~19% with a fixed 1 KiB of memory, and in a
+//! Prometheus histogram per transport. Everything is an atomic but the count
+//! per (transport, route, status), a map behind a mutex held for one insert.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::api::LatencySummary;
+use crate::jobs::lock;
+use crate::metrics::{Histogram, LATENCY_BUCKETS};
 
 /// The transport a request arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     /// Chrome native messaging on stdin/stdout.
     Native,
@@ -22,7 +26,8 @@ pub enum Transport {
 }
 
 impl Transport {
-    const ALL: [Transport; 3] = [Transport::Native, Transport::Http, Transport::Rtc];
+    /// Every transport.
+    pub const ALL: [Transport; 3] = [Transport::Native, Transport::Http, Transport::Rtc];
 
     /// Its name in GetStats.
     pub fn name(self) -> &'static str {
@@ -43,6 +48,12 @@ pub struct Stats {
     errors: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS],
     latency_max_us: AtomicU64,
+    /// Answered requests per (transport, route, status).
+    answered: Mutex<HashMap<(Transport, &'static str, u16), u64>>,
+    /// Request latency per transport, for /metrics.
+    durations: [Histogram; 3],
+    /// WebRTC sessions open now.
+    rtc_sessions: AtomicU64,
 }
 
 impl Stats {
@@ -54,6 +65,9 @@ impl Stats {
             errors: AtomicU64::new(0),
             latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_max_us: AtomicU64::new(0),
+            answered: Mutex::default(),
+            durations: [const { Histogram::new(LATENCY_BUCKETS) }; 3],
+            rtc_sessions: AtomicU64::new(0),
         }
     }
 
@@ -67,8 +81,46 @@ impl Stats {
         self.requests[transport as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records a request answered with `status` (a final reply; an error's
+    /// status, else 200) after `latency`.
+    pub fn record(
+        &self,
+        transport: Transport,
+        route: &'static str,
+        status: u16,
+        latency: Duration,
+    ) {
+        *lock(&self.answered)
+            .entry((transport, route, status))
+            .or_insert(0) += 1;
+        self.durations[transport as usize].observe_duration(latency);
+        self.record_reply(latency, status >= 400);
+    }
+
+    /// Answered requests per (transport, route, status), sorted.
+    pub fn answered(&self) -> Vec<((Transport, &'static str, u16), u64)> {
+        let mut answered: Vec<_> = lock(&self.answered).iter().map(|(k, v)| (*k, *v)).collect();
+        answered.sort_by_key(|((t, r, s), _)| (*t as usize, *r, *s));
+        answered
+    }
+
+    /// The latency histogram of `transport`.
+    pub fn duration(&self, transport: Transport) -> &Histogram {
+        &self.durations[transport as usize]
+    }
+
+    /// Sets the number of WebRTC sessions open.
+    pub fn set_rtc_sessions(&self, sessions: usize) {
+        self.rtc_sessions.store(sessions as u64, Ordering::Relaxed);
+    }
+
+    /// WebRTC sessions open (as last set).
+    pub fn rtc_sessions(&self) -> u64 {
+        self.rtc_sessions.load(Ordering::Relaxed)
+    }
+
     /// Records a finished request: how long it took and whether it failed.
-    pub fn record_reply(&self, latency: Duration, failed: bool) {
+    fn record_reply(&self, latency: Duration, failed: bool) {
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -170,6 +222,10 @@ mod tests {
         stats.count_request(Transport::Native);
         stats.count_request(Transport::Native);
         stats.count_request(Transport::Rtc);
+        stats.record(Transport::Rtc, "Health", 200, Duration::from_millis(1));
+        stats.record(Transport::Rtc, "Health", 200, Duration::from_millis(1));
+        assert_eq!(stats.answered(), vec![((Transport::Rtc, "Health", 200), 2)]);
+        assert_eq!(stats.duration(Transport::Rtc).count(), 2);
         let requests = stats.requests();
         assert_eq!(requests["native"], 2);
         assert_eq!(requests["http"], 0);

@@ -83,6 +83,21 @@ impl SystemProbe {
         })
     }
 
+    /// This process's resident bytes and CPU time in milliseconds.
+    pub fn process_usage(&self) -> Result<(u64, u64), ApiError> {
+        let mut system = self.system()?;
+        let pid = Pid::from_u32(std::process::id());
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            false,
+            ProcessRefreshKind::nothing().with_memory().with_cpu(),
+        );
+        system
+            .process(pid)
+            .map(|p| (p.memory(), p.accumulated_cpu_time()))
+            .ok_or_else(|| ApiError::internal("cannot read this process's usage"))
+    }
+
     /// Bytes of RAM available to new allocations now.
     pub fn available_memory(&self) -> Result<u64, ApiError> {
         let mut system = self.system()?;

@@ -244,6 +244,9 @@ fn start(scratch: &std::path::Path, models: &std::path::Path) -> Child {
         .env("TABAGENT_DATA_DIR", scratch.join("data"))
         .env("TABAGENT_LOG", "info")
         .env("TABAGENT_API_KEY", BENCH_KEY)
+        // Every request comes from one address: no rate limits.
+        .env("TABAGENT_RATE_LIMIT", "0")
+        .env("TABAGENT_GENERATIONS_PER_CLIENT", "1000")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

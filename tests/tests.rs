@@ -17,6 +17,7 @@ mod limits;
 mod native;
 #[cfg(feature = "llama")]
 mod openai_responses;
+mod ops;
 mod pull;
 #[cfg(feature = "llama")]
 mod request_path;

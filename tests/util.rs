@@ -118,6 +118,11 @@ pub fn command_for(program: impl AsRef<std::ffi::OsStr>, data_dir: &Path) -> Com
         .env("TABAGENT_DATA_DIR", data_dir)
         .env("TABAGENT_LOG", "info")
         .env("TABAGENT_API_KEY", TEST_KEY)
+        // Tests make hundreds of requests a second from one address, and
+        // several generations at once: the limits are raised here, and the
+        // tests of the limits themselves set their own.
+        .env("TABAGENT_RATE_LIMIT", "0")
+        .env("TABAGENT_GENERATIONS_PER_CLIENT", "1000")
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     if let Some(lib) = std::env::var_os("ORT_DYLIB_PATH") {
         command.env("ORT_DYLIB_PATH", lib);
@@ -295,6 +300,8 @@ impl HttpServer {
                 if let Some(addr) = line.split("HTTP on http://").nth(1)
                     && let Some(tx) = tx.take()
                 {
+                    // Text logs end the line there; JSON logs close the string.
+                    let addr = addr.split(['"', ' ']).next().unwrap_or_default();
                     let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
                 }
                 if std::env::var_os("TABAGENT_TEST_LOG").is_some() {

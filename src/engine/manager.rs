@@ -192,6 +192,8 @@ pub struct ModelManager {
     events: Arc<EventBus>,
     /// Whether available memory is below `low_memory_bytes` (last check).
     low_memory: AtomicBool,
+    /// The memory budget and keep-alive in force (SIGHUP changes them).
+    live: Mutex<(u64, Duration)>,
 }
 
 impl ModelManager {
@@ -212,6 +214,7 @@ impl ModelManager {
             })
             .unwrap_or_default();
         ModelManager {
+            live: Mutex::new((config.memory_budget, config.keep_alive)),
             config,
             loader,
             system,
@@ -224,25 +227,34 @@ impl ModelManager {
         }
     }
 
+    /// The memory budget (0: what is available) and keep-alive in force.
+    pub fn memory_budget(&self) -> u64 {
+        lock(&self.live).0
+    }
+
+    /// The keep-alive in force (zero: never unload for idleness).
+    pub fn keep_alive(&self) -> Duration {
+        lock(&self.live).1
+    }
+
+    /// Changes the memory budget and keep-alive (SIGHUP); a smaller budget
+    /// applies to the next load.
+    pub fn set_limits(&self, memory_budget: u64, keep_alive: Duration) {
+        *lock(&self.live) = (memory_budget, keep_alive);
+    }
+
     /// Starts the thread that unloads idle models and watches memory (it
-    /// ends with the manager).
+    /// ends with the manager). It runs even while neither is configured, as
+    /// a reload may turn the keep-alive on.
     pub fn start_housekeeping(self: &Arc<Self>) {
-        let keep_alive = self.config.keep_alive;
-        if keep_alive.is_zero() && self.config.low_memory_bytes == 0 {
-            return;
-        }
-        // Often enough to unload within a quarter of the keep-alive of its
-        // due time; /proc/meminfo is cheap to read every few seconds.
-        let tick = if keep_alive.is_zero() {
-            HOUSEKEEPING_TICK
-        } else {
-            (keep_alive / 4).clamp(Duration::from_millis(100), HOUSEKEEPING_TICK)
-        };
         let manager: Weak<ModelManager> = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("model-housekeeping".into())
             .spawn(move || {
                 loop {
+                    let Some(tick) = manager.upgrade().map(|m| m.housekeeping_tick()) else {
+                        return;
+                    };
                     std::thread::sleep(tick);
                     let Some(manager) = manager.upgrade() else {
                         return;
@@ -253,6 +265,17 @@ impl ModelManager {
             });
         if let Err(e) = spawned {
             log::warn!("cannot start the housekeeping thread: {e}; models stay loaded");
+        }
+    }
+
+    /// Often enough to unload within a quarter of the keep-alive of its
+    /// due time; /proc/meminfo is cheap to read every few seconds.
+    fn housekeeping_tick(&self) -> Duration {
+        let keep_alive = self.keep_alive();
+        if keep_alive.is_zero() {
+            HOUSEKEEPING_TICK
+        } else {
+            (keep_alive / 4).clamp(Duration::from_millis(100), HOUSEKEEPING_TICK)
         }
     }
 
@@ -443,18 +466,37 @@ impl ModelManager {
         models
     }
 
+    /// Each generation slot's state, by model: today one slot per model in
+    /// memory, `busy` while a request holds the model, else `idle`; a model
+    /// being loaded has one `loading` slot.
+    pub fn slot_states(&self) -> Vec<(String, &'static str)> {
+        let mut states: Vec<(String, &'static str)> = lock(&self.slots)
+            .iter()
+            .map(|(id, slot)| {
+                let state = match slot {
+                    Slot::Loading => "loading",
+                    // The map holds one reference; a request holds another.
+                    Slot::Ready(r) if Arc::strong_count(r) > 1 => "busy",
+                    Slot::Ready(_) => "idle",
+                };
+                (id.clone(), state)
+            })
+            .collect();
+        states.sort();
+        states
+    }
+
     /// Unloads models nobody uses that have been idle for the keep-alive.
     pub fn unload_idle(&self, now: Instant) -> Vec<String> {
-        if self.config.keep_alive.is_zero() {
+        let keep_alive = self.keep_alive();
+        if keep_alive.is_zero() {
             return Vec::new();
         }
         let mut slots = lock(&self.slots);
         let idle: Vec<String> = slots
             .iter()
             .filter_map(|(id, slot)| match slot {
-                Slot::Ready(r)
-                    if Arc::strong_count(r) == 1 && r.idle(now) >= self.config.keep_alive =>
-                {
+                Slot::Ready(r) if Arc::strong_count(r) == 1 && r.idle(now) >= keep_alive => {
                     Some(id.clone())
                 }
                 _ => None,
@@ -464,7 +506,7 @@ impl ModelManager {
         drop(slots);
         drop(dropped);
         for id in &idle {
-            log::info!("unloaded {id}: idle for {:?}", self.config.keep_alive);
+            log::info!("unloaded {id}: idle for {keep_alive:?}");
         }
         self.tell_unloaded(&idle, UnloadReason::Idle);
         idle

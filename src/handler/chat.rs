@@ -6,7 +6,7 @@
 //! their own job (session chat in the store): clone it into the job.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::chat_output::{OutputPlan, OutputShaper};
 use super::{Handler, Outcome};
@@ -146,10 +146,24 @@ fn run(
         }
         _ => ctx.client_present(),
     };
-    let mut on_token = |piece: Piece<'_>| emit(shaper.push(piece));
+    let started = Instant::now();
+    let mut first_token = None;
+    let mut on_token = |piece: Piece<'_>| {
+        first_token.get_or_insert_with(Instant::now);
+        emit(shaper.push(piece))
+    };
     let generation = text.generate(prompt, sampling, &cancel, &mut on_token);
-    resident.touch(Instant::now());
+    let ended = Instant::now();
+    resident.touch(ended);
     let generation = generation?;
+    crate::metrics::GENERATION.record(
+        generation.prompt_tokens,
+        generation.completion_tokens,
+        first_token.map(|first| first.saturating_duration_since(started)),
+        first_token.map_or(Duration::ZERO, |first| {
+            ended.saturating_duration_since(first)
+        }),
+    );
     if generation.finish_reason != FinishReason::Cancelled {
         emit(shaper.finish());
     }

@@ -10,7 +10,9 @@ mod chat_output;
 mod downloads;
 mod embeddings;
 mod history;
+mod metrics;
 mod models;
+mod preload;
 mod push;
 mod responses;
 mod responses_input;
@@ -30,6 +32,7 @@ use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::jobs::{ConnectionId, Job, JobLimits, Jobs, ReplySink};
 use crate::params::Params;
+use crate::ratelimit::{Limiter, RateSettings};
 use crate::stats::Stats;
 use crate::system::SystemProbe;
 
@@ -86,6 +89,10 @@ pub struct Handler {
     loop_port: OnceLock<Arc<dyn LoopPort>>,
     /// The SQLite store: chat history and documents (or why it cannot open).
     store: Arc<crate::store::StoreSlot>,
+    /// Every client's rate limits (none until [`Limiter::set`]).
+    limiter: Arc<Limiter>,
+    /// Preloads not finished yet (Health says `loading` meanwhile).
+    preloading: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Handler {
@@ -130,7 +137,23 @@ impl Handler {
                 &config.data_dir,
                 crate::store::StoreOptions::default(),
             )),
+            limiter: Arc::new(Limiter::new(RateSettings {
+                requests_per_second: 0,
+                offers_per_minute: 0,
+                generations_per_client: 0,
+            })),
+            preloading: Arc::default(),
         })
+    }
+
+    /// The rate limits every transport holds its clients to.
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+
+    /// Generations that can run at once (the default cap per client is twice this).
+    pub fn generation_slots(&self) -> usize {
+        self.jobs.generation_slots()
     }
 
     /// The counters transports record into.

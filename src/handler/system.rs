@@ -11,7 +11,7 @@ use crate::models::scan_models;
 impl Handler {
     pub(super) fn health(&self, now: Instant) -> Response {
         Response::Health(Health {
-            status: if self.models.is_loading() {
+            status: if self.models.is_loading() || self.is_preloading() {
                 "loading"
             } else {
                 "ok"

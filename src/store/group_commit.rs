@@ -146,6 +146,14 @@ fn run(connection: &Connection, receiver: &mpsc::Receiver<Box<dyn Write>>, pendi
         }
         let outcomes = commit(connection, &mut batch);
         let count = batch.len();
+        // Counted before anyone is told: a client that saw its write done
+        // finds it in the metrics.
+        let committed = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+        let metrics = &crate::metrics::STORE;
+        metrics.writes.fetch_add(committed, Ordering::Relaxed);
+        metrics
+            .failed_writes
+            .fetch_add(count as u64 - committed, Ordering::Relaxed);
         for (task, outcome) in batch.into_iter().zip(outcomes) {
             finish(task, outcome);
         }
@@ -195,7 +203,12 @@ fn commit(connection: &Connection, batch: &mut [Box<dyn Write>]) -> Vec<Result<(
         }
         outcomes.push(applied);
     }
-    match connection.execute_batch("COMMIT") {
+    let committing = std::time::Instant::now();
+    let committed = connection.execute_batch("COMMIT");
+    crate::metrics::STORE
+        .commit_seconds
+        .observe_duration(committing.elapsed());
+    match committed {
         Ok(()) => outcomes,
         Err(error) => {
             let error = StoreError::from(error);

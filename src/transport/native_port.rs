@@ -153,6 +153,8 @@ impl NativePort {
         let origin = Origin {
             transport: Transport::Native,
             connection: self.connection,
+            client: crate::ratelimit::Client::Trusted,
+            route: None,
         };
         let parsed = api::parse_request(frame);
         // Native messaging is the one transport Chrome authenticates (only

@@ -45,6 +45,8 @@ function startTabagent(pageOrigin, dataDir) {
       TABAGENT_DATA_DIR: dataDir,
       TABAGENT_CORS_ORIGINS: pageOrigin,
       TABAGENT_API_KEY: KEY,
+      // Throughput runs send thousands of requests a second on one session.
+      TABAGENT_RATE_LIMIT: '0',
       TABAGENT_LOG: process.env.TABAGENT_LOG || 'info',
     },
     stdio: ['ignore', 'ignore', 'pipe'],

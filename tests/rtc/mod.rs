@@ -73,11 +73,10 @@ impl TestServer {
             HttpConfig {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 cors_origins: Vec::new(),
-                // In-process, on loopback: no key and no offer limit (the
+                // In-process, on loopback: no key and no rate limits (the
                 // binary's defaults are tested in tests/trust.rs).
                 key: None,
                 data_dir: std::path::PathBuf::new(),
-                offers_per_minute: 0,
                 allowed_hosts: Vec::new(),
                 max_body_bytes: 16 << 20,
                 workers: 2,
@@ -185,6 +184,49 @@ fn a_thousand_requests_come_back_in_order() {
     let session = server.session(&client.session_id);
     assert_eq!(session["messages_in"], 1000);
     assert_eq!(session["messages_out"], 1000);
+}
+
+#[test]
+fn a_session_over_its_rate_gets_an_error_frame_with_retry_after() {
+    let server = TestServer::start();
+    server
+        .handler
+        .limiter()
+        .set(tabagent::ratelimit::RateSettings {
+            requests_per_second: 5,
+            offers_per_minute: 0,
+            generations_per_client: 0,
+        });
+    let mut client = Client::connect(server.http);
+    // Bursts of twice the rate pass; the next one is refused with an Error frame.
+    for i in 0..11 {
+        client.send(&health(i));
+    }
+    let replies: Vec<Value> = (0..11)
+        .map(|_| client.recv(Duration::from_secs(20)))
+        .collect();
+    for reply in &replies[..10] {
+        assert_eq!(reply["response_type"], "Health", "{reply}");
+    }
+    let refused = &replies[10];
+    assert_eq!(refused["response_type"], "Error", "{refused}");
+    assert_eq!(refused["error"]["status"], 429, "{refused}");
+    assert_eq!(refused["error"]["retry_after"], 1, "{refused}");
+    assert_eq!(refused["id"], 10);
+    // The session is one client: another session has a bucket of its own.
+    let mut other = Client::connect(server.http);
+    assert_eq!(other.call(health("o"))["response_type"], "Health");
+    let metrics = server.handler.metrics();
+    assert!(
+        metrics.contains("\ntabagent_webrtc_sessions 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "tabagent_requests_total{transport=\"webrtc\",route=\"Health\",status=\"429\"} 1\n"
+        ),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -64,11 +64,13 @@ cp "$scratch/models/tiny.gguf" "$scratch/events/"
 # every /v1/webrtc route 501). In this namespace port 8080 is always free.
 # The API key goes with every request schemathesis makes (its ignored_auth
 # check leaves it out on purpose); schemathesis offers far more than the
-# default 10 WebRTC offers a minute, so that limit is raised.
+# default 10 WebRTC offers a minute, so that limit is raised, as are the
+# request rate and generations of its one address.
 url=http://127.0.0.1:8080
 key=schemathesis-key
 env TABAGENT_DATA_DIR="$scratch/data" HOME="$scratch/data" TABAGENT_LOG=info \
   TABAGENT_API_KEY="$key" TABAGENT_WEBRTC_OFFERS_PER_MINUTE=1000000 \
+  TABAGENT_RATE_LIMIT=0 TABAGENT_GENERATIONS_PER_CLIENT=1000 \
   "$bin" --mode webrtc --bind 127.0.0.1:8080 --models-dir "$scratch/models" \
   </dev/null >/dev/null 2>"$scratch/server.log" &
 server=$!

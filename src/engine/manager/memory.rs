@@ -46,8 +46,9 @@ impl ModelManager {
     /// The bytes models may use in all: the configured budget, else what is
     /// available now plus what loaded models already hold.
     pub fn budget(&self) -> Result<u64, ApiError> {
-        if self.config.memory_budget > 0 {
-            return Ok(self.config.memory_budget);
+        let budget = self.memory_budget();
+        if budget > 0 {
+            return Ok(budget);
         }
         let held: u64 = self.loaded().iter().map(|r| r.memory_bytes).sum();
         Ok(self.system.available_memory()? + held)
@@ -97,8 +98,8 @@ impl ModelManager {
             })
         };
         let held: u64 = residents().map(|r| r.memory_bytes).sum();
-        let budget = if self.config.memory_budget > 0 {
-            self.config.memory_budget
+        let budget = if self.memory_budget() > 0 {
+            self.memory_budget()
         } else {
             self.system.available_memory()? + held
         };

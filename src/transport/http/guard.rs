@@ -1,13 +1,13 @@
 //! Who may call the HTTP server, checked before any handler runs: the Host
 //! header (DNS rebinding), the Origin (CORS: the extensions `install-host`
-//! and `allow-extension` recorded, and `cors_origins`), the API key, and
-//! the rate of WebRTC offers per client address.
+//! and `allow-extension` recorded, and `cors_origins`) and the API key.
+//! The origins and the key can change while serving (SIGHUP). Rates are
+//! limited on the serve path ([`crate::ratelimit`]).
 
-use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use serde_json::json;
 use tiny_http::Request as HttpRequest;
@@ -17,24 +17,17 @@ use crate::auth::KeySource;
 use crate::error::ApiError;
 use crate::jobs::lock;
 
-/// The window the offer rate is counted over.
-const OFFER_WINDOW: Duration = Duration::from_secs(60);
-/// Addresses tracked before idle ones are forgotten.
-const OFFER_ADDRESSES: usize = 4096;
-
 /// The checks, with what they need.
 pub struct Guard {
     bound: IpAddr,
     allowed_hosts: Vec<String>,
-    cors_origins: Vec<String>,
+    cors_origins: RwLock<Vec<String>>,
     /// The data dir's recorded extension ids, read again on a miss (so
     /// `allow-extension` works without a restart).
     data_dir: PathBuf,
     extensions: Mutex<Vec<String>>,
     /// None: `require_key = false`.
-    key: Option<Arc<KeySource>>,
-    offers_per_minute: u32,
-    offers: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    key: RwLock<Option<Arc<KeySource>>>,
 }
 
 impl Guard {
@@ -45,19 +38,26 @@ impl Guard {
         cors_origins: Vec<String>,
         data_dir: PathBuf,
         key: Option<Arc<KeySource>>,
-        offers_per_minute: u32,
     ) -> Guard {
         let extensions = Mutex::new(crate::host::allowed_extensions(&data_dir));
         Guard {
             bound: bound.ip(),
             allowed_hosts,
-            cors_origins,
+            cors_origins: RwLock::new(cors_origins),
             data_dir,
             extensions,
-            key,
-            offers_per_minute,
-            offers: Mutex::default(),
+            key: RwLock::new(key),
         }
+    }
+
+    /// Replaces the configured origins (SIGHUP).
+    pub fn set_cors_origins(&self, origins: Vec<String>) {
+        *self.cors_origins.write().unwrap_or_else(|p| p.into_inner()) = origins;
+    }
+
+    /// Replaces the key clients must send; None: no key (SIGHUP).
+    pub fn set_key(&self, key: Option<Arc<KeySource>>) {
+        *self.key.write().unwrap_or_else(|p| p.into_inner()) = key;
     }
 
     /// DNS-rebinding protection: a browser tricked into calling us through
@@ -96,6 +96,8 @@ impl Guard {
         };
         let configured = self
             .cors_origins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
         if origin.is_ascii() && (configured || self.is_allowed_extension(origin)) {
@@ -136,7 +138,8 @@ impl Guard {
     /// Whether the request carries the key (`Authorization: Bearer` or
     /// `x-api-key`); always true when no key is required.
     pub fn has_key(&self, request: &HttpRequest, now: Instant) -> bool {
-        let Some(source) = &self.key else {
+        let key = self.key.read().unwrap_or_else(|p| p.into_inner());
+        let Some(source) = key.as_ref() else {
             return true;
         };
         let given = header_value(request, "Authorization")
@@ -146,50 +149,6 @@ impl Guard {
             })
             .or_else(|| header_value(request, "x-api-key").map(str::trim));
         given.is_some_and(|given| source.current(now).matches(given.as_bytes()))
-    }
-
-    /// Counts an offer from `ip`; 429 with the seconds until the oldest of
-    /// the last `offers_per_minute` leaves the window.
-    pub fn count_offer(&self, ip: IpAddr, now: Instant) -> Result<(), ApiError> {
-        let limit = self.offers_per_minute as usize;
-        if limit == 0 {
-            return Ok(());
-        }
-        let mut offers = lock(&self.offers);
-        if offers.len() >= OFFER_ADDRESSES {
-            offers.retain(|_, times| {
-                times
-                    .back()
-                    .is_some_and(|t| now.saturating_duration_since(*t) < OFFER_WINDOW)
-            });
-        }
-        let times = offers.entry(ip).or_default();
-        while times
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= OFFER_WINDOW)
-        {
-            times.pop_front();
-        }
-        if times.len() >= limit {
-            // Non-empty: limit > 0 and len >= limit.
-            let oldest = *times.front().expect("an offer in the window");
-            let wait = OFFER_WINDOW.saturating_sub(now.saturating_duration_since(oldest));
-            let seconds = wait.as_secs_f64().ceil().max(1.0) as u32;
-            return Err(ApiError {
-                retry_after: Some(seconds),
-                ..ApiError::new(
-                    429,
-                    "rate-limited",
-                    "Too many requests",
-                    format!(
-                        "{limit} WebRTC offers a minute are allowed from one address \
-                         (webrtc_offers_per_minute); retry in {seconds} s"
-                    ),
-                )
-            });
-        }
-        times.push_back(now);
-        Ok(())
     }
 }
 
@@ -224,32 +183,4 @@ pub fn header_value<'a>(request: &'a HttpRequest, name: &'static str) -> Option<
         .iter()
         .find(|h| h.field.equiv(name))
         .map(|h| h.value.as_str())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_eleventh_offer_in_a_minute_waits() {
-        let guard = Guard::new(
-            "127.0.0.1:0".parse().unwrap(),
-            vec![],
-            vec![],
-            PathBuf::from("/nonexistent"),
-            None,
-            10,
-        );
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let t0 = Instant::now();
-        for i in 0..10 {
-            guard.count_offer(a, t0 + Duration::from_secs(i)).unwrap();
-        }
-        let error = guard
-            .count_offer(a, t0 + Duration::from_secs(10))
-            .unwrap_err();
-        assert_eq!((error.status, error.retry_after), (429, Some(50)));
-        guard.count_offer(b, t0 + Duration::from_secs(10)).unwrap();
-        guard.count_offer(a, t0 + Duration::from_secs(60)).unwrap();
-    }
 }

@@ -35,7 +35,9 @@ use crate::config::{Config, Seconds};
 use crate::error::ApiError;
 use crate::handler::Handler;
 use crate::jobs::{ConnectionId, ReplySink};
+use crate::logging::RequestTag;
 use crate::outbox::OutboxLimits;
+use crate::ratelimit::Client;
 use crate::stats::Transport;
 
 /// The OpenAPI description, served at `/openapi.yaml`.
@@ -52,8 +54,6 @@ pub struct HttpConfig {
     pub key: Option<Arc<crate::auth::KeySource>>,
     /// Where the allowed extension ids are recorded.
     pub data_dir: std::path::PathBuf,
-    /// WebRTC offers per minute from one address (0: no limit).
-    pub offers_per_minute: u32,
     /// Host names accepted besides the bound address and localhost.
     pub allowed_hosts: Vec<String>,
     /// Largest body in bytes.
@@ -135,6 +135,7 @@ pub struct HttpServer {
     stopping: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
     address: SocketAddr,
+    guard: Arc<Guard>,
 }
 
 impl HttpServer {
@@ -156,18 +157,17 @@ impl HttpServer {
             Server::from_listener_with_limits(listener, limits).map_err(std::io::Error::other)?,
         );
         let stopping = Arc::new(AtomicBool::new(false));
-        let guard = Guard::new(
+        let guard = Arc::new(Guard::new(
             address,
             config.allowed_hosts.clone(),
             config.cors_origins.clone(),
             config.data_dir.clone(),
             config.key.clone(),
-            config.offers_per_minute,
-        );
+        ));
         let shared = Arc::new(Worker {
             config,
             handler,
-            guard,
+            guard: Arc::clone(&guard),
         });
         let workers = (0..shared.config.workers.max(1))
             .map(|i| {
@@ -187,7 +187,13 @@ impl HttpServer {
             stopping,
             workers,
             address,
+            guard,
         })
+    }
+
+    /// The checks before the handler, whose origins and key SIGHUP changes.
+    pub fn guard(&self) -> Arc<Guard> {
+        Arc::clone(&self.guard)
     }
 
     /// The address actually bound (port 0 picks a free one).
@@ -210,7 +216,7 @@ impl HttpServer {
 struct Worker {
     config: HttpConfig,
     handler: Arc<Handler>,
-    guard: Guard,
+    guard: Arc<Guard>,
 }
 
 impl Worker {
@@ -235,13 +241,24 @@ impl Worker {
         }
     }
 
-    fn serve(&self, mut request: HttpRequest) {
+    fn serve(&self, request: HttpRequest) {
+        let tag = RequestTag::next();
+        RequestTag::scope(Some(tag), || self.serve_tagged(request, tag));
+    }
+
+    fn serve_tagged(&self, mut request: HttpRequest, tag: RequestTag) {
         let started = Instant::now();
         // Every HTTP request is a connection of its own for the handler: a
         // client id reaches nothing across requests; job ids do.
-        let origin = Origin {
+        let client = match request.remote_addr() {
+            Some(peer) => Client::Address(peer.ip()),
+            None => Client::Address(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        };
+        let mut origin = Origin {
             transport: Transport::Http,
             connection: ConnectionId::next(),
+            client,
+            route: None,
         };
         let mut context = ReplyContext {
             shape: Shape::Tabagent,
@@ -251,23 +268,29 @@ impl Worker {
             allow: None,
             wire: Default::default(),
             completion_key: crate::api::JobId::random(),
+            request_id: Some(tag),
         };
-        let parsed = match self.check(&mut request, &mut context) {
+        let parsed = match self.check(&mut request, &mut context, &mut origin) {
             Ok(Checked::Request(parsed)) => parsed,
             Ok(Checked::Preflight) => return self.preflight(request, &context),
             Ok(Checked::Unauthorized) => {
-                let stats = self.handler.stats();
-                stats.count_request(Transport::Http);
-                stats.record_reply(started.elapsed(), true);
+                self.record_early("unauthorized", 401, started);
                 let path = request.url().split('?').next().unwrap_or("").to_string();
                 return guard::unauthorized(&path).send(request, &context);
             }
             Ok(Checked::OpenApi) => {
-                let stats = self.handler.stats();
-                stats.count_request(Transport::Http);
-                stats.record_reply(started.elapsed(), false);
+                self.record_early("/openapi.yaml", 200, started);
                 return Answer::raw(200, "application/yaml", OPENAPI.as_bytes().to_vec())
                     .send(request, &context);
+            }
+            // Scrapes are not counted: they would move what they measure.
+            Ok(Checked::Metrics) => {
+                return Answer::raw(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.handler.metrics().into_bytes(),
+                )
+                .send(request, &context);
             }
             Err(error) => Err((RequestId::NONE, error)),
         };
@@ -308,11 +331,27 @@ impl Worker {
         }
     }
 
+    /// Counts a request answered before the serve path, and logs its last line.
+    fn record_early(&self, route: &'static str, status: u16, started: Instant) {
+        let stats = self.handler.stats();
+        stats.count_request(Transport::Http);
+        stats.record(Transport::Http, route, status, started.elapsed());
+        log::info!(
+            target: "tabagent::access",
+            transport = "http",
+            route = route,
+            status = status,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            "http {route} {status}"
+        );
+    }
+
     /// Checks Host, Origin and the key, finds the route and reads the request.
     fn check(
         &self,
         request: &mut HttpRequest,
         context: &mut ReplyContext,
+        origin: &mut Origin,
     ) -> Result<Checked, ApiError> {
         self.guard.check_host(request)?;
         context.cors_origin = self.guard.check_origin(request)?;
@@ -345,8 +384,11 @@ impl Worker {
             Match::NotFound => return Err(ApiError::not_found(format!("no route {path}"))),
         };
         context.shape = route.shape;
-        if route.shape == Shape::OpenApi {
-            return Ok(Checked::OpenApi);
+        origin.route = Some(route.path);
+        match route.shape {
+            Shape::OpenApi => return Ok(Checked::OpenApi),
+            Shape::Metrics => return Ok(Checked::Metrics),
+            _ => {}
         }
         let body = read_body(request, self.config.max_body_bytes)?;
         let parsed = if route.shape == Shape::Rpc {
@@ -354,13 +396,6 @@ impl Worker {
         } else {
             rest_request(route, &body, query, params, context)
         };
-        // Offers cost a DTLS certificate's worth of work and a session each:
-        // counted per address, over /v1/webrtc/offer and /v1/rpc alike.
-        if let Ok((_, api::Request::CreateWebRtcOffer(_))) = &parsed
-            && let Some(peer) = request.remote_addr()
-        {
-            self.guard.count_offer(peer.ip(), context.started)?;
-        }
         Ok(Checked::Request(parsed))
     }
 
@@ -386,9 +421,10 @@ impl Worker {
         if private_network && context.cors_origin.is_some() {
             response.add_header(header("Access-Control-Allow-Private-Network", "true"));
         }
-        let stats = self.handler.stats();
-        stats.count_request(Transport::Http);
-        stats.record_reply(context.started.elapsed(), false);
+        if let Some(tag) = context.request_id {
+            response.add_header(header(reply::REQUEST_HEADER, &tag.to_string()));
+        }
+        self.record_early("preflight", 204, context.started);
         let _ = request.respond(response);
     }
 }
@@ -406,6 +442,8 @@ enum Checked {
     Unauthorized,
     /// `GET /openapi.yaml`.
     OpenApi,
+    /// `GET /metrics`.
+    Metrics,
 }
 
 /// A REST route's request: body, query and path fields; an `id` in the body

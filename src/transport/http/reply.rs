@@ -10,6 +10,7 @@ use super::openai_request::WireOptions;
 use super::routes::Shape;
 use crate::api::{JobId, Reply, Response};
 use crate::error::ApiError;
+use crate::logging::RequestTag;
 
 /// Per-request facts every response needs.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct ReplyContext {
     /// every chunk of a stream carries the same one: HTTP requests have no
     /// client id to borrow it from.
     pub completion_key: crate::api::JobId,
+    /// The request's id in the logs, sent back as `X-Request-Id`.
+    pub request_id: Option<RequestTag>,
 }
 
 /// One complete (non-streamed) HTTP answer.
@@ -116,6 +119,9 @@ impl Answer {
         if let Some(seconds) = self.retry_after {
             response.add_header(header("Retry-After", &seconds.to_string()));
         }
+        if let Some(tag) = context.request_id {
+            response.add_header(header(REQUEST_HEADER, &tag.to_string()));
+        }
         for extra in self
             .headers
             .into_iter()
@@ -131,6 +137,9 @@ impl Answer {
 
 /// The header naming the job behind a response (StopGeneration takes it).
 pub const JOB_HEADER: &str = "X-Job-Id";
+
+/// The header naming the request in the server's logs.
+pub const REQUEST_HEADER: &str = "X-Request-Id";
 
 /// The response of a final reply, in the route's shape.
 pub fn render(shape: Shape, reply: &Reply, context: &ReplyContext) -> Answer {
@@ -188,7 +197,7 @@ pub fn cors_headers(origin: Option<&str>) -> Vec<Header> {
         header("Vary", "Origin"),
         header(
             "Access-Control-Expose-Headers",
-            &format!("Retry-After, {JOB_HEADER}"),
+            &format!("Retry-After, {JOB_HEADER}, {REQUEST_HEADER}"),
         ),
     ]
 }

@@ -14,6 +14,8 @@ pub enum Shape {
     Rpc,
     /// `GET /openapi.yaml`.
     OpenApi,
+    /// `GET /metrics`: Prometheus' text format.
+    Metrics,
     /// OpenAI's `GET /v1/models` list.
     OpenAiModels,
     /// OpenAI's `POST /v1/chat/completions` (see `openai.rs`).
@@ -106,6 +108,7 @@ const HISTORY_PAGE: &[(&str, Kind)] = &[("limit", Kind::Integer), ("before", Kin
 pub const ROUTES: &[Route] = &[
     route("GET", "/health", "Health"),
     route("GET", "/openapi.yaml", "").shape(Shape::OpenApi),
+    route("GET", "/metrics", "").shape(Shape::Metrics),
     route("POST", "/v1/rpc", "").shape(Shape::Rpc).body(),
     // OpenAI-compatible
     route("GET", "/v1/models", "ListModels").shape(Shape::OpenAiModels),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tiny_http::Request as HttpRequest;
 
 use super::openai_responses::ResponsesStream;
-use super::reply::{JOB_HEADER, ReplyContext, render};
+use super::reply::{JOB_HEADER, REQUEST_HEADER, ReplyContext, render};
 use super::routes::Shape;
 use crate::api::{JobId, Reply, RequestId, Response};
 use crate::jobs::{ReplySink, lock};
@@ -71,7 +71,11 @@ pub fn start(
     });
     std::thread::Builder::new()
         .name("http-reply".into())
-        .spawn(move || write_replies(request, &outbox, &context))?;
+        .spawn(move || {
+            crate::logging::RequestTag::scope(context.request_id, || {
+                write_replies(request, &outbox, &context)
+            })
+        })?;
     Ok(sink)
 }
 
@@ -176,9 +180,12 @@ fn open_stream(
     if let Some(job) = job_id {
         head.push_str(&format!("{JOB_HEADER}: {job}\r\n"));
     }
+    if let Some(tag) = context.request_id {
+        head.push_str(&format!("{REQUEST_HEADER}: {tag}\r\n"));
+    }
     if let Some(origin) = &context.cors_origin {
         head.push_str(&format!(
-            "Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\nAccess-Control-Expose-Headers: {JOB_HEADER}\r\n"
+            "Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\nAccess-Control-Expose-Headers: {JOB_HEADER}, {REQUEST_HEADER}\r\n"
         ));
     }
     head.push_str("\r\n");

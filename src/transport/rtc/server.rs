@@ -52,6 +52,8 @@ pub enum RtcMessage {
         command: RtcCommand,
         /// Where the reply goes.
         sink: Arc<dyn ReplySink>,
+        /// The request's tag, for the lines the loop logs for it.
+        tag: Option<crate::logging::RequestTag>,
     },
     /// A stream of this session has frames to send.
     Ready(SessionId),
@@ -194,7 +196,12 @@ impl RtcServer {
     /// Serves a message from another thread.
     pub fn handle_message(&mut self, message: RtcMessage, now: Instant) {
         match message {
-            RtcMessage::Command { id, command, sink } => {
+            RtcMessage::Command {
+                id,
+                command,
+                sink,
+                tag,
+            } => crate::logging::RequestTag::scope(tag, || {
                 let ran = catch_unwind(AssertUnwindSafe(|| self.run_command(command, now)));
                 let response = match ran {
                     Ok(result) => result.unwrap_or_else(Response::error),
@@ -205,7 +212,7 @@ impl RtcServer {
                     }
                 };
                 sink.deliver(Reply::new(id, response));
-            }
+            }),
             // A session closed meanwhile has closed its streams already.
             RtcMessage::Ready(session) => {
                 if self.sessions.contains_key(&session) {
@@ -250,6 +257,8 @@ impl RtcServer {
         for (id, reason) in ended {
             self.close(&id, reason);
         }
+        // Every wake-up of the loop ends here: the gauge follows each change.
+        self.handler.stats().set_rtc_sessions(self.sessions.len());
     }
 
     /// The earliest instant any session needs the loop: a str0m timer, an
@@ -341,6 +350,8 @@ impl RtcServer {
         let origin = Origin {
             transport: Transport::Rtc,
             connection: session.connection,
+            client: crate::ratelimit::Client::Session(session.connection),
+            route: None,
         };
         let message: Cow<[u8]> = match session.joiner.push(message, max) {
             Incoming::Plain => Cow::Borrowed(message),
@@ -425,7 +436,13 @@ impl LoopPort for Port {
         command: RtcCommand,
         sink: Arc<dyn ReplySink>,
     ) -> Result<(), ApiError> {
-        if self.0.send(RtcMessage::Command { id, command, sink }) {
+        let tag = crate::logging::RequestTag::current();
+        if self.0.send(RtcMessage::Command {
+            id,
+            command,
+            sink,
+            tag,
+        }) {
             Ok(())
         } else {
             Err(ApiError::busy("the server is shutting down", 1))
