@@ -38,6 +38,7 @@ pub mod outbox;
 pub mod params;
 pub mod pull;
 pub mod run;
+pub mod service;
 pub mod stats;
 pub mod store;
 pub mod system;

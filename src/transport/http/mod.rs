@@ -8,6 +8,7 @@
 //! point the event loop uses for native messaging — so cheap requests are
 //! answered without any hand-off.
 
+pub mod docs;
 pub mod guard;
 pub mod openai;
 pub mod openai_embeddings;
@@ -16,6 +17,7 @@ pub mod openai_responses;
 pub mod reply;
 pub mod routes;
 pub mod stream;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +48,8 @@ pub const OPENAPI: &str = include_str!("../../../openapi.yaml");
 pub struct HttpConfig {
     /// Address to listen on.
     pub bind: SocketAddr,
+    /// HTTPS: the certificate and key to serve (None: plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Origins allowed besides the recorded extensions.
     pub cors_origins: Vec<String>,
     /// The key clients must send (None: no key required).
@@ -152,9 +156,16 @@ impl HttpServer {
         }
         let address = listener.local_addr()?;
         let limits = config.limits.for_tiny_http(config.max_body_bytes);
-        let server = Arc::new(
-            Server::from_listener_with_limits(listener, limits).map_err(std::io::Error::other)?,
-        );
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let server = match &config.tls {
+            Some(tls) => Server::from_listener_with_tls(listener, limits, Arc::clone(tls)),
+            None => Server::from_listener_with_limits(listener, limits),
+        };
+        let server = Arc::new(server.map_err(std::io::Error::other)?);
         let stopping = Arc::new(AtomicBool::new(false));
         let guard = Guard::new(
             address,
@@ -181,7 +192,7 @@ impl HttpServer {
                     .spawn(move || shared.run(&server, &stopping))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        log::info!("HTTP on http://{address}");
+        log::info!("HTTP on {scheme}://{address}");
         Ok(HttpServer {
             server,
             stopping,
@@ -268,6 +279,16 @@ impl Worker {
                 return Answer::raw(200, "application/yaml", OPENAPI.as_bytes().to_vec())
                     .send(request, &context);
             }
+            Ok(Checked::Docs(asset)) => {
+                let stats = self.handler.stats();
+                stats.count_request(Transport::Http);
+                stats.record_reply(started.elapsed(), false);
+                return Answer::raw(200, asset.content_type, asset.body)
+                    .with_header("Content-Security-Policy", docs::CSP)
+                    .with_header("X-Content-Type-Options", "nosniff")
+                    .with_header("Cache-Control", "no-cache")
+                    .send(request, &context);
+            }
             Err(error) => Err((RequestId::NONE, error)),
         };
         if let Ok((_, request)) = &parsed {
@@ -324,7 +345,7 @@ impl Worker {
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
         // Before the route is looked up: without the key, not even which
         // paths exist is told.
-        if path != "/health" && !self.guard.has_key(request, context.started) {
+        if routes::needs_key(path) && !self.guard.has_key(request, context.started) {
             return Ok(Checked::Unauthorized);
         }
         let (route, params) = match routes::find(request.method(), path) {
@@ -346,6 +367,10 @@ impl Worker {
         context.shape = route.shape;
         if route.shape == Shape::OpenApi {
             return Ok(Checked::OpenApi);
+        }
+        if route.shape == Shape::Docs {
+            let file = params.into_iter().next().map(|(_, file)| file);
+            return docs::asset(file.as_deref().unwrap_or("")).map(Checked::Docs);
         }
         let body = read_body(request, self.config.max_body_bytes)?;
         let parsed = if route.shape == Shape::Rpc {
@@ -405,6 +430,8 @@ enum Checked {
     Unauthorized,
     /// `GET /openapi.yaml`.
     OpenApi,
+    /// A file of the API page.
+    Docs(docs::Asset),
 }
 
 /// A REST route's request: body, query and path fields; an `id` in the body
