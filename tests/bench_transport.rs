@@ -7,7 +7,7 @@
 //!   build (`TABAGENT_BENCH_SLIM`: `make bench` builds it with `--profile
 //!   slim --no-default-features`), and both binaries' stripped sizes;
 //! - HTTP requests/s on a route that needs the key, with the key check on
-//!   and off (`require_key = false`), rounds alternating;
+//!   and off (`require_key = false`), two servers at once, runs alternating;
 //! - time from exec to the first answered request (native and HTTP).
 //!
 //! With `TABAGENT_BENCH_BASELINE` set to another build of tabagent (the
@@ -108,7 +108,7 @@ fn footprint(data: &std::path::Path) {
             );
             continue;
         };
-        let size = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);
+        let size = stripped_size(&binary, data);
         // The median of 5 starts: the resident pages of a fresh process vary
         // a little with what the page cache holds.
         let mut rss = Vec::new();
@@ -127,34 +127,59 @@ fn footprint(data: &std::path::Path) {
     }
 }
 
-/// Requests/s on `GET /api/stats` (needs the key) with the key check on,
-/// then off, alternating over three rounds; the best of each.
+/// The size of a `strip`ped copy (profile slim keeps its symbol table).
+fn stripped_size(binary: &str, data: &std::path::Path) -> u64 {
+    let copy = data.join("stripped");
+    let stripped = Command::new("strip")
+        .arg("-o")
+        .arg(&copy)
+        .arg(binary)
+        .status()
+        .is_ok_and(|s| s.success());
+    let path = if stripped {
+        copy.as_path()
+    } else {
+        std::path::Path::new(binary)
+    };
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Requests/s on `GET /api/stats` (needs the key) with the key check on
+/// and off (`require_key = false`): both servers run at once and 1-second wrk
+/// runs alternate between them, ten each, so that the machine's other load
+/// falls on both alike; the medians.
 fn key_check_cost(data: &std::path::Path) {
     let key = "bench-key-0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut servers = Vec::new();
+    for required in [true, false] {
+        let dir = data.join(if required { "key-on" } else { "key-off" });
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut command = command(BINARY, &dir);
+        command.env("TABAGENT_API_KEY", key);
+        if !required {
+            command.env("TABAGENT_REQUIRE_KEY", "false");
+        }
+        servers.push(start_command(command));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     for connections in [1, 32] {
         let (mut on, mut off) = (Vec::new(), Vec::new());
-        for _ in 0..3 {
-            for required in [true, false] {
-                let mut command = command(BINARY, data);
-                command.env("TABAGENT_API_KEY", key);
-                if !required {
-                    command.env("TABAGENT_REQUIRE_KEY", "false");
-                }
-                let (mut server, addr) = start_command(command);
-                std::thread::sleep(Duration::from_millis(300));
-                let run = wrk_path(addr, connections, "/api/stats", Some(key));
+        for _ in 0..10 {
+            for (i, (_, addr)) in servers.iter().enumerate() {
+                let run = wrk_for(*addr, connections, "/api/stats", Some(key), "1s");
                 assert_eq!(run.errors, "0", "wrk saw errors: {}", run.errors);
-                if required { &mut on } else { &mut off }.push(run.requests_per_second);
-                let _ = server.kill();
-                let _ = server.wait();
+                if i == 0 { &mut on } else { &mut off }.push(run.requests_per_second);
             }
         }
-        let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
-        let (on, off) = (best(&on), best(&off));
+        let (on, off) = (median(on), median(off));
         println!(
-            "HTTP /api/stats, {connections:>2} connection(s): key check on {on:.0} req/s, off {off:.0} req/s — cost {:.1}% (best of 3 each)",
+            "HTTP /api/stats, {connections:>2} connection(s): key check on {on:.0} req/s, off {off:.0} req/s — cost {:.1}% (medians of 10 alternating 1 s runs)",
             (off - on) / off * 100.0
         );
+    }
+    for (mut server, _) in servers {
+        let _ = server.kill();
+        let _ = server.wait();
     }
 }
 
@@ -316,10 +341,16 @@ struct WrkResult {
 }
 
 fn wrk(addr: SocketAddr, connections: usize) -> WrkResult {
-    wrk_path(addr, connections, "/health", None)
+    wrk_for(addr, connections, "/health", None, "5s")
 }
 
-fn wrk_path(addr: SocketAddr, connections: usize, path: &str, key: Option<&str>) -> WrkResult {
+fn wrk_for(
+    addr: SocketAddr,
+    connections: usize,
+    path: &str,
+    key: Option<&str>,
+    duration: &str,
+) -> WrkResult {
     let mut wrk = Command::new("wrk");
     wrk.args([
         "-t",
@@ -327,7 +358,7 @@ fn wrk_path(addr: SocketAddr, connections: usize, path: &str, key: Option<&str>)
         "-c",
         &connections.to_string(),
         "-d",
-        "5s",
+        duration,
         "--latency",
     ]);
     if let Some(key) = key {
