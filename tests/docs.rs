@@ -5,12 +5,6 @@
 //! into Swagger's Authorize dialog. The screenshot it takes is kept as
 //! target/tmp/docs.png.
 
-use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
-
-use serde_json::Value;
-
 use crate::util::{HttpServer, http_without_key};
 
 #[cfg(feature = "docs")]
@@ -62,6 +56,12 @@ fn without_the_docs_feature_the_page_says_so() {
 #[cfg(feature = "docs")]
 #[test]
 fn chromium_shows_every_operation_and_runs_one_with_the_key() {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+    use std::process::Command;
+
+    use serde_json::Value;
+
     let missing = [
         ("/usr/bin/chromium", "Debian's chromium"),
         ("/usr/bin/node", "node"),
