@@ -10,12 +10,14 @@ MODELS_DIR  ?= $(DATA_DIR)/models
 # Tests use models fetched into the build dir, never the user's data dir.
 TEST_MODELS := $(CURDIR)/target/test-models
 TEST_LIB    := $(TEST_MODELS)/lib/libonnxruntime.so
-APT_PACKAGES := cmake clang libclang-dev wrk chromium iproute2
+APT_PACKAGES := cmake clang libclang-dev wrk chromium iproute2 systemd dpkg-dev
+# cargo-deb (crates.io) builds the .deb; installed by `make deb` when missing.
+CARGO_DEB_VERSION := 3.8.0
 PIP_PACKAGES := 'gguf==0.19.*' numpy openai 'schemathesis==4.32.5' jsonschema pyyaml prometheus_client
 
 BIN := target/release/tabagent
 
-.PHONY: run build models test test-extension bench deps apt pip npm clean
+.PHONY: run build models test test-extension bench deb deb-package deps apt pip npm clean
 
 run: deps build models
 	$(BIN) --data-dir "$(DATA_DIR)" --models-dir "$(MODELS_DIR)"
@@ -29,6 +31,8 @@ models:
 
 test: deps test-extension
 	$(CARGO) build --release
+	# the .deb, which tests/service.rs lists (dpkg-deb -c)
+	$(MAKE) --no-print-directory deb-package
 	$(PYTHON) assets/fetch_models.py --models-dir "$(TEST_MODELS)" --lib-dir "$(TEST_MODELS)/lib"
 	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release
 	# openapi.yaml against the real binary: schemathesis (every operation, every
@@ -37,8 +41,9 @@ test: deps test-extension
 	# The extension in headless Chromium against the real binary and models
 	# (native messaging, then WebRTC), in a loopback-only network namespace.
 	ORT_DYLIB_PATH="$(TEST_LIB)" sh extension/test/e2e/run-real.sh $(BIN) "$(TEST_MODELS)"
-	$(CARGO) build --release --no-default-features --target-dir target/slim
-	@ls -l target/slim/release/tabagent | awk '{print "transport-only binary: " $$5 " bytes"}'
+	# The transport-only build (profile slim: opt-level z) still builds.
+	$(CARGO) build --profile slim --no-default-features
+	@ls -l target/slim/tabagent | awk '{print "transport-only binary: " $$5 " bytes"}'
 
 # The extension's unit tests (node's runner, fake ports) and its type check.
 test-extension: npm
@@ -51,18 +56,31 @@ BENCH_ENV := $(if $(BASELINE),TABAGENT_BENCH_BASELINE="$(abspath $(BASELINE))")
 bench: deps build
 	@$(PYTHON) -c "import onnxruntime, tokenizers" 2>/dev/null || $(PYTHON) -m pip install -q onnxruntime tokenizers
 	$(PYTHON) assets/fetch_models.py --models-dir "$(TEST_MODELS)" --lib-dir "$(TEST_MODELS)/lib"
-	$(BENCH_ENV) $(CARGO) test --release --test bench_transport
+	$(CARGO) build --profile slim --no-default-features
+	$(BENCH_ENV) TABAGENT_BENCH_SLIM="$(CURDIR)/target/slim/tabagent" $(CARGO) test --release --test bench_transport
 	$(BENCH_ENV) TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_llama
 	TABAGENT_TEST_MODELS="$(TEST_MODELS)" $(CARGO) test --release --test bench_structured
 	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_embed
 	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_store
 	$(CARGO) test --release --test bench_rtc
 
+# The Debian package: the release binary, the systemd user unit and the docs
+# ([package.metadata.deb] in Cargo.toml), in target/debian/.
+deb: deps build deb-package
+
+deb-package:
+	@$(CARGO) deb --version 2>/dev/null | grep -qF "$(CARGO_DEB_VERSION)" || \
+		$(CARGO) install cargo-deb --version $(CARGO_DEB_VERSION) --locked
+	$(CARGO) deb --no-build
+	@dpkg-deb -c target/debian/tabagent_*.deb | awk '{print "  " $$6}'
+
 deps: apt pip npm
 
 npm:
 	cd extension && npm ci --no-audit --no-fund --silent && npm run build --silent
 	cd tests/browser && npm ci --no-audit --no-fund --silent
+	# Swagger UI for /docs, embedded in the binary (build.rs)
+	cd assets/swagger && npm ci --no-audit --no-fund --silent && npm run build --silent
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

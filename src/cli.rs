@@ -51,6 +51,11 @@ pub enum Command {
         /// Unregister from one browser profile dir only.
         user_data_dir: Option<PathBuf>,
     },
+    /// Write a per-user service (systemd user unit, launchd agent) that runs
+    /// the HTTP server.
+    InstallService,
+    /// Remove that service.
+    UninstallService,
     /// Print the help text.
     Help,
     /// Print the version.
@@ -124,6 +129,8 @@ fn parse_options(args: Vec<OsString>) -> Result<Args, lexopt::Error> {
                 settings.api_key = Some(crate::config::Secret(parser.value()?.string()?))
             }
             Long("api-key-file") => settings.api_key_file = Some(parser.value()?.into()),
+            Long("tls-cert") => settings.tls_cert = Some(parser.value()?.into()),
+            Long("tls-key") => settings.tls_key = Some(parser.value()?.into()),
             Value(id)
                 if matches!(command, Some(Command::AllowExtension { .. }))
                     && extension.is_none() =>
@@ -154,6 +161,8 @@ fn parse_options(args: Vec<OsString>) -> Result<Args, lexopt::Error> {
                         browsers: vec![],
                         user_data_dir: None,
                     },
+                    Some("install-service") => Command::InstallService,
+                    Some("uninstall-service") => Command::UninstallService,
                     _ => {
                         return Err(lexopt::Error::from(format!(
                             "unknown command {name:?}; see --help"
@@ -244,6 +253,11 @@ COMMANDS:
                               start in <data-dir>/token); --rotate replaces it
     allow-extension ID        Let the extension ID call the HTTP server (for a
                               browser-only install; install-host records its ids)
+    install-service           Run the HTTP server as a per-user service: writes a
+                              systemd user unit (~/.config/systemd/user/tabagent.service;
+                              on macOS a launchd agent) with this --bind, data and
+                              models dirs and --config, and says how to start it
+    uninstall-service         Remove that service (and its systemd enablement)
 
 OPTIONS:
     --mode native|http|webrtc|all   Transports to serve [default: all]
@@ -258,8 +272,13 @@ OPTIONS:
     --api-key KEY             The key HTTP clients must send (other users can read
                               command lines: prefer --api-key-file or the env)
     --api-key-file FILE       A file holding the key [default: <data-dir>/token]
+    --tls-cert FILE           Serve HTTPS with this PEM certificate chain...
+    --tls-key FILE            ...and this PEM private key (both, or neither)
     -h, --help                Print this help
     -V, --version             Print the version
+
+API page: GET /docs on the HTTP server (Swagger UI over /openapi.yaml; the page
+needs no key, its Authorize button takes the key for the operations).
 
 Every setting is also read from the environment and the config file
 (precedence: command line > environment > file > default):
@@ -313,6 +332,9 @@ TABAGENT_PRELOAD lists model ids loaded at start in the background (/health
 says loading meanwhile). SIGHUP reads the config file again and applies log,
 cors_origins, the rate limits, keep_alive, memory_budget and the key settings;
 a file with an error is refused whole and the old settings stay.
+HTTPS: TABAGENT_TLS_CERT and TABAGENT_TLS_KEY (PEM files) make the HTTP port
+speak HTTPS only. A bind that is not loopback is refused without them, unless
+TABAGENT_ALLOW_INSECURE_HTTP=true (plain HTTP behind a TLS reverse proxy).
 
 When a browser starts tabagent with a chrome-extension:// origin as its first
 argument, it serves native messaging on stdin/stdout only.

@@ -256,6 +256,14 @@ settings! {
     api_key_file: PathBuf = |_: &Defaults| PathBuf::new(),
     /// Whether HTTP clients must send the key; false only with a loopback bind.
     require_key: bool = |_: &Defaults| true,
+    /// A PEM file with the HTTP server's certificate chain: the server then
+    /// speaks HTTPS only (set `tls_key` with it).
+    tls_cert: PathBuf = |_: &Defaults| PathBuf::new(),
+    /// A PEM file with the private key of `tls_cert`.
+    tls_key: PathBuf = |_: &Defaults| PathBuf::new(),
+    /// Plain HTTP on an address that is not loopback, for use behind a TLS
+    /// reverse proxy; refused at start otherwise.
+    allow_insecure_http: bool = |_: &Defaults| false,
     /// WebRTC offers one address may make per minute; more get 429 (0: no limit).
     webrtc_offers_per_minute: u32 = |_: &Defaults| 10,
     /// Requests a second one client (an HTTP address, a WebRTC session) may

@@ -42,6 +42,7 @@ pub mod pull;
 pub mod ratelimit;
 pub mod reload;
 pub mod run;
+pub mod service;
 pub mod stats;
 pub mod store;
 pub mod system;

@@ -43,6 +43,8 @@ pub fn run(args: Args) -> ExitCode {
                     browsers,
                     user_data_dir,
                 } => uninstall_host(browsers, user_data_dir.as_deref()),
+                Command::InstallService => install_service(&config, &args),
+                Command::UninstallService => uninstall_service(),
                 Command::Help | Command::Version => unreachable!("handled above"),
             }
         }),
@@ -108,6 +110,22 @@ pub(crate) fn check_exposure(config: &Config) -> Result<(), String> {
              while a key is required (require_key = true)"
                 .into(),
         );
+    }
+    let tls = !config.tls_cert.as_os_str().is_empty();
+    if tls == config.tls_key.as_os_str().is_empty() {
+        return Err(
+            "tls_cert and tls_key are set together: the certificate chain and its private \
+             key, as PEM files"
+                .into(),
+        );
+    }
+    if !tls && !config.allow_insecure_http && !config.bind.ip().is_loopback() {
+        return Err(format!(
+            "{} is not a loopback address, and plain HTTP there would carry the API key and \
+             every chat in clear text: set tls_cert and tls_key (PEM files) to serve HTTPS, \
+             or allow_insecure_http = true when a TLS reverse proxy in front is the only way in",
+            config.bind
+        ));
     }
     Ok(())
 }
@@ -193,8 +211,17 @@ fn serve(
     let http = if config.mode == Mode::Native {
         None
     } else {
+        let tls = if config.tls_cert.as_os_str().is_empty() {
+            None
+        } else {
+            Some(crate::transport::http::tls::server_config(
+                &config.tls_cert,
+                &config.tls_key,
+            )?)
+        };
         let http_config = HttpConfig {
             bind: config.bind,
+            tls,
             cors_origins: config.cors_origins.0.clone(),
             key: config.require_key.then(|| Arc::clone(&key)),
             data_dir: config.data_dir.clone(),
@@ -240,6 +267,70 @@ fn serve(
         Exit::Clean => Ok(ExitCode::SUCCESS),
         Exit::ProtocolError => Ok(ExitCode::FAILURE),
     }
+}
+
+/// `$XDG_CONFIG_HOME`, when set to an absolute path.
+fn config_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
+/// `tabagent install-service`: the HTTP server as a per-user service, with
+/// the bind address given on the command line or in the environment, the
+/// data and models dirs, and the config file.
+fn install_service(config: &Config, args: &Args) -> Result<ExitCode, String> {
+    // The unit must be able to start: the same checks as `serve`, in HTTP mode.
+    check_exposure(&Config {
+        mode: Mode::Http,
+        ..config.clone()
+    })?;
+    let binary = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| format!("cannot find this binary's path: {e}"))?;
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let bind = args.settings.bind.or_else(|| {
+        std::env::var("TABAGENT_BIND")
+            .ok()
+            .and_then(|b| b.parse().ok())
+    });
+    let config_file = args
+        .config_file
+        .clone()
+        .or_else(|| std::env::var_os("TABAGENT_CONFIG").map(PathBuf::from))
+        .map(|f| absolute(&f));
+    let (data_dir, models_dir) = (absolute(&config.data_dir), absolute(&config.models_dir));
+    let command = crate::service::ServiceCommand::new(
+        &binary,
+        bind,
+        Some((&data_dir, &models_dir)),
+        config_file.as_deref(),
+    );
+    let file = crate::service::service_file(&command, &home()?, config_home().as_deref())?;
+    crate::service::install(&file)?;
+    print(&format!(
+        "Wrote {}
+  it runs: {} {}
+{}",
+        file.path.display(),
+        command.binary.display(),
+        command.args.join(" "),
+        file.next_steps
+    ))
+}
+
+/// `tabagent uninstall-service`.
+fn uninstall_service() -> Result<ExitCode, String> {
+    let (removed, next) = crate::service::uninstall(&home()?, config_home().as_deref())?;
+    if removed.is_empty() {
+        return print("No tabagent service was installed\n");
+    }
+    let mut out = String::from("Removed the tabagent service:\n");
+    for file in removed {
+        out.push_str(&format!("  removed {}\n", file.display()));
+    }
+    out.push_str(&next);
+    print(&out)
 }
 
 fn list_models(config: &Config) -> Result<ExitCode, String> {
@@ -379,4 +470,36 @@ fn uninstall_host(
         out.push_str(&format!("  removed {}\n", file.display()));
     }
     print(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(settings: &str) -> Config {
+        let file: Layer = toml::from_str(settings).unwrap();
+        Config::from_layers(
+            Layer::default(),
+            Layer::default(),
+            file,
+            Some(std::path::Path::new("/h")),
+            None,
+        )
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_tls_or_a_proxy() {
+        assert!(check_exposure(&config("bind = \"127.0.0.1:1\"")).is_ok());
+        let error = check_exposure(&config("bind = \"0.0.0.0:1\"")).unwrap_err();
+        assert!(error.contains("not a loopback address"), "{error}");
+        let behind_proxy = "bind = \"0.0.0.0:1\"\nallow_insecure_http = true";
+        assert!(check_exposure(&config(behind_proxy)).is_ok());
+        let tls = "bind = \"0.0.0.0:1\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"";
+        assert!(check_exposure(&config(tls)).is_ok());
+        let half = "bind = \"127.0.0.1:1\"\ntls_cert = \"/c.pem\"";
+        let error = check_exposure(&config(half)).unwrap_err();
+        assert!(error.contains("tls_cert and tls_key"), "{error}");
+        // Native messaging listens on nothing.
+        assert!(check_exposure(&config("bind = \"0.0.0.0:1\"\nmode = \"native\"")).is_ok());
+    }
 }

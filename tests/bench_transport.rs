@@ -3,7 +3,11 @@
 //!
 //! - native messaging Health round trip p50/p99 (one client, one request in flight);
 //! - HTTP `/health` requests/s and p99 at 1 and 32 connections (wrk, 5 s each);
-//! - idle RSS of the server;
+//! - idle RSS of the server, of this (full) build and of the transport-only
+//!   build (`TABAGENT_BENCH_SLIM`: `make bench` builds it with `--profile
+//!   slim --no-default-features`), and both binaries' stripped sizes;
+//! - HTTP requests/s on a route that needs the key, with the key check on
+//!   and off (`require_key = false`), two servers at once, runs alternating;
 //! - time from exec to the first answered request (native and HTTP).
 //!
 //! With `TABAGENT_BENCH_BASELINE` set to another build of tabagent (the
@@ -37,6 +41,9 @@ fn main() {
     println!(
         "exec to first answer: native {exec_native:.2} ms, HTTP {exec_http:.2} ms (median of 21)"
     );
+
+    footprint(&data);
+    key_check_cost(&data);
 
     let (mut server, addr) = start_http(BINARY, &data);
     std::thread::sleep(Duration::from_millis(500));
@@ -87,6 +94,92 @@ fn compare(data: &std::path::Path, baseline: &str) {
             let _ = server.kill();
             let _ = server.wait();
         }
+    }
+}
+
+/// Idle RSS and stripped size of this build and of the transport-only one.
+fn footprint(data: &std::path::Path) {
+    let slim = std::env::var("TABAGENT_BENCH_SLIM").ok();
+    let builds = [("full", Some(BINARY.to_string())), ("transport-only", slim)];
+    for (name, binary) in builds {
+        let Some(binary) = binary else {
+            println!(
+                "{name} build: not measured (TABAGENT_BENCH_SLIM unset; `make bench` builds it)"
+            );
+            continue;
+        };
+        let size = stripped_size(&binary, data);
+        // The median of 5 starts: the resident pages of a fresh process vary
+        // a little with what the page cache holds.
+        let mut rss = Vec::new();
+        for _ in 0..5 {
+            let (mut server, _) = start_http(&binary, data);
+            std::thread::sleep(Duration::from_millis(500));
+            rss.push(rss_mib(server.id()));
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        println!(
+            "{name} build: idle RSS {:.1} MiB (HTTP mode, after start-up, median of 5), {:.2} MB stripped ({binary})",
+            median(rss),
+            size as f64 / 1e6
+        );
+    }
+}
+
+/// The size of a `strip`ped copy (profile slim keeps its symbol table).
+fn stripped_size(binary: &str, data: &std::path::Path) -> u64 {
+    let copy = data.join("stripped");
+    let stripped = Command::new("strip")
+        .arg("-o")
+        .arg(&copy)
+        .arg(binary)
+        .status()
+        .is_ok_and(|s| s.success());
+    let path = if stripped {
+        copy.as_path()
+    } else {
+        std::path::Path::new(binary)
+    };
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Requests/s on `GET /api/stats` (needs the key) with the key check on
+/// and off (`require_key = false`): both servers run at once and 1-second wrk
+/// runs alternate between them, ten each, so that the machine's other load
+/// falls on both alike; the medians.
+fn key_check_cost(data: &std::path::Path) {
+    let key = "bench-key-0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut servers = Vec::new();
+    for required in [true, false] {
+        let dir = data.join(if required { "key-on" } else { "key-off" });
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut command = command(BINARY, &dir);
+        command.env("TABAGENT_API_KEY", key);
+        if !required {
+            command.env("TABAGENT_REQUIRE_KEY", "false");
+        }
+        servers.push(start_command(command));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for connections in [1, 32] {
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            for (i, (_, addr)) in servers.iter().enumerate() {
+                let run = wrk_for(*addr, connections, "/api/stats", Some(key), "1s");
+                assert_eq!(run.errors, "0", "wrk saw errors: {}", run.errors);
+                if i == 0 { &mut on } else { &mut off }.push(run.requests_per_second);
+            }
+        }
+        let (on, off) = (median(on), median(off));
+        println!(
+            "HTTP /api/stats, {connections:>2} connection(s): key check on {on:.0} req/s, off {off:.0} req/s — cost {:.1}% (medians of 10 alternating 1 s runs)",
+            (off - on) / off * 100.0
+        );
+    }
+    for (mut server, _) in servers {
+        let _ = server.kill();
+        let _ = server.wait();
     }
 }
 
@@ -174,8 +267,12 @@ fn free_port() -> u16 {
 }
 
 fn start_http(binary: &str, data: &std::path::Path) -> (Child, SocketAddr) {
+    start_command(command(binary, data))
+}
+
+fn start_command(mut command: Command) -> (Child, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = command(binary, data)
+    let child = command
         .args(["--mode", "http", "--bind", &addr.to_string()])
         .stdin(Stdio::null())
         .spawn()
@@ -246,17 +343,31 @@ struct WrkResult {
 }
 
 fn wrk(addr: SocketAddr, connections: usize) -> WrkResult {
-    let output = Command::new("wrk")
-        .args([
-            "-t",
-            &connections.min(2).to_string(),
-            "-c",
-            &connections.to_string(),
-            "-d",
-            "5s",
-            "--latency",
-        ])
-        .arg(format!("http://{addr}/health"))
+    wrk_for(addr, connections, "/health", None, "5s")
+}
+
+fn wrk_for(
+    addr: SocketAddr,
+    connections: usize,
+    path: &str,
+    key: Option<&str>,
+    duration: &str,
+) -> WrkResult {
+    let mut wrk = Command::new("wrk");
+    wrk.args([
+        "-t",
+        &connections.min(2).to_string(),
+        "-c",
+        &connections.to_string(),
+        "-d",
+        duration,
+        "--latency",
+    ]);
+    if let Some(key) = key {
+        wrk.args(["-H", &format!("Authorization: Bearer {key}")]);
+    }
+    let output = wrk
+        .arg(format!("http://{addr}{path}"))
         .output()
         .expect("wrk is installed (make deps)");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();

@@ -10,7 +10,7 @@ use crate::util::{HttpServer, NativeHost, TempDir, http};
 
 /// (method, path, documented status codes) of every operation in openapi.yaml,
 /// read by indentation (the file keeps the usual two-space layout).
-fn documented_operations() -> Vec<(String, String, Vec<String>)> {
+pub fn documented_operations() -> Vec<(String, String, Vec<String>)> {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
     let mut operations: Vec<(String, String, Vec<String>)> = Vec::new();

@@ -4,7 +4,10 @@
     python3 tests/openai_client.py BASE_URL CHAT_MODEL [EMBEDDING_MODEL]
 
 CHAT_MODEL `-` skips the chat checks (a build or models dir without chat); the
-server's API key comes from OPENAI_API_KEY.
+server's API key comes from OPENAI_API_KEY. With TABAGENT_CA_FILE (an https
+BASE_URL), the client trusts that CA only, first checks that a client
+without it refuses the server's certificate, and leaves out the tool and
+structured-output checks (the transport is under test there).
 Run by tests/inference.rs (the_official_openai_python_client_works) and
 tests/embeddings.rs (the_official_openai_python_client_embeds); needs
 `python3 -m pip install openai`. Exits non-zero with the failing check.
@@ -17,7 +20,8 @@ import openai
 
 
 def main(base_url: str, chat_model: str, embedding_model: str | None) -> None:
-    client = openai.OpenAI(base_url=base_url, api_key=os.environ["OPENAI_API_KEY"], max_retries=0, timeout=60)
+    client = openai.OpenAI(base_url=base_url, api_key=os.environ["OPENAI_API_KEY"], max_retries=0, timeout=60,
+                           http_client=http_client(base_url))
 
     ids = [m.id for m in client.models.list()]
     assert chat_model in ids or chat_model == "-", f"models.list: {ids}"
@@ -25,11 +29,36 @@ def main(base_url: str, chat_model: str, embedding_model: str | None) -> None:
         assert embedding_model in ids, f"models.list: {ids}"
     if chat_model != "-":
         check_chat(client, chat_model)
-        check_tools_and_structured_output(client, chat_model)
+        # Over HTTPS (tests/tls.rs) the transport is under test: chat, streams
+        # and the Responses API; the tool checks are the plain-HTTP run's.
+        if not os.environ.get("TABAGENT_CA_FILE"):
+            check_tools_and_structured_output(client, chat_model)
         check_responses(client, chat_model)
     if embedding_model:
         check_embeddings(client, embedding_model)
     print("openai client: ok")
+
+
+def http_client(base_url: str) -> "openai.DefaultHttpxClient | None":
+    """None (the default client) unless TABAGENT_CA_FILE names the CA to trust."""
+    ca_file = os.environ.get("TABAGENT_CA_FILE")
+    if not ca_file:
+        return None
+    import ssl
+
+    assert base_url.startswith("https://"), base_url
+    untrusting = openai.OpenAI(base_url=base_url, api_key=os.environ["OPENAI_API_KEY"], max_retries=0, timeout=10)
+    try:
+        untrusting.models.list()
+    except openai.APIConnectionError as error:
+        chain, cause = [], error
+        while cause is not None and len(chain) < 8:
+            chain.append(repr(cause))
+            cause = cause.__cause__ or cause.__context__
+        assert any("CERTIFICATE_VERIFY_FAILED" in link for link in chain), chain
+    else:
+        raise AssertionError("a client without the CA must refuse the certificate")
+    return openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=ca_file))
 
 
 def check_chat(client: openai.OpenAI, chat_model: str) -> None:

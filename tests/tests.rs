@@ -4,6 +4,7 @@
 mod util;
 
 mod cli;
+mod docs;
 #[cfg(feature = "onnx")]
 mod embeddings;
 mod hostile;
@@ -25,7 +26,9 @@ mod request_path;
 mod responses;
 #[cfg(feature = "webrtc")]
 mod rtc;
+mod service;
 mod store;
 #[cfg(feature = "llama")]
 mod structured;
+mod tls;
 mod trust;

@@ -1,5 +1,5 @@
 //! Who may talk to the real binary: the API key on every HTTP route but
-//! `/health` (made at first start, rotated in place, handed to the extension
+//! `/health` and the API page (made at first start, rotated in place, handed to the extension
 //! over native messaging only), the origins of recorded extensions only,
 //! `require_key = false` on loopback only, and the WebRTC offer rate.
 
@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tabagent::transport::http::routes::ROUTES;
+use tabagent::transport::http::routes::{self, ROUTES};
 
 use crate::util::{
     HttpReply, HttpServer, NativeHost, TEST_KEY, TempDir, command, http, http_without_key,
@@ -72,6 +72,12 @@ fn every_route_but_health_needs_the_key() {
         let body = (route.method != "GET" && route.method != "DELETE").then_some(&b"{}"[..]);
         if route.path == "/health" {
             http_without_key(server.addr, route.method, &path, &[], None).assert_status(200);
+            continue;
+        }
+        if !routes::needs_key(route.path) {
+            // The API page: the public description, no key (tests/docs.rs).
+            let reply = http_without_key(server.addr, route.method, &path, &[], None);
+            assert_ne!(reply.status, 401, "{path}");
             continue;
         }
         let none = http_without_key(server.addr, route.method, &path, &[], body);

@@ -297,7 +297,11 @@ impl HttpServer {
             let mut tx = Some(tx);
             for line in stderr.lines().map_while(Result::ok) {
                 lines.lock().unwrap().push(line.clone());
-                if let Some(addr) = line.split("HTTP on http://").nth(1)
+                let listening = line
+                    .split("HTTP on http://")
+                    .nth(1)
+                    .or_else(|| line.split("HTTP on https://").nth(1));
+                if let Some(addr) = listening
                     && let Some(tx) = tx.take()
                 {
                     // Text logs end the line there; JSON logs close the string.

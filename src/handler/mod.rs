@@ -133,7 +133,7 @@ impl Handler {
             pull_policy: config.pull,
             events,
             loop_port: OnceLock::new(),
-            store: Arc::new(crate::store::StoreSlot::open(
+            store: Arc::new(crate::store::StoreSlot::lazy(
                 &config.data_dir,
                 crate::store::StoreOptions::default(),
             )),

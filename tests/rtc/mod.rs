@@ -72,6 +72,7 @@ impl TestServer {
         let http_server = HttpServer::start(
             HttpConfig {
                 bind: "127.0.0.1:0".parse().unwrap(),
+                tls: None,
                 cors_origins: Vec::new(),
                 // In-process, on loopback: no key and no rate limits (the
                 // binary's defaults are tested in tests/trust.rs).

@@ -8,6 +8,7 @@
 //! point the event loop uses for native messaging — so cheap requests are
 //! answered without any hand-off.
 
+pub mod docs;
 pub mod guard;
 pub mod openai;
 pub mod openai_embeddings;
@@ -16,6 +17,7 @@ pub mod openai_responses;
 pub mod reply;
 pub mod routes;
 pub mod stream;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub const OPENAPI: &str = include_str!("../../../openapi.yaml");
 pub struct HttpConfig {
     /// Address to listen on.
     pub bind: SocketAddr,
+    /// HTTPS: the certificate and key to serve (None: plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Origins allowed besides the recorded extensions.
     pub cors_origins: Vec<String>,
     /// The key clients must send (None: no key required).
@@ -153,9 +157,16 @@ impl HttpServer {
         }
         let address = listener.local_addr()?;
         let limits = config.limits.for_tiny_http(config.max_body_bytes);
-        let server = Arc::new(
-            Server::from_listener_with_limits(listener, limits).map_err(std::io::Error::other)?,
-        );
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let server = match &config.tls {
+            Some(tls) => Server::from_listener_with_tls(listener, limits, Arc::clone(tls)),
+            None => Server::from_listener_with_limits(listener, limits),
+        };
+        let server = Arc::new(server.map_err(std::io::Error::other)?);
         let stopping = Arc::new(AtomicBool::new(false));
         let guard = Arc::new(Guard::new(
             address,
@@ -181,7 +192,7 @@ impl HttpServer {
                     .spawn(move || shared.run(&server, &stopping))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        log::info!("HTTP on http://{address}");
+        log::info!("HTTP on {scheme}://{address}");
         Ok(HttpServer {
             server,
             stopping,
@@ -292,6 +303,14 @@ impl Worker {
                 )
                 .send(request, &context);
             }
+            Ok(Checked::Docs(asset)) => {
+                self.record_early("/docs", 200, started);
+                return Answer::raw(200, asset.content_type, asset.body)
+                    .with_header("Content-Security-Policy", docs::CSP)
+                    .with_header("X-Content-Type-Options", "nosniff")
+                    .with_header("Cache-Control", "no-cache")
+                    .send(request, &context);
+            }
             Err(error) => Err((RequestId::NONE, error)),
         };
         if let Ok((_, request)) = &parsed {
@@ -364,7 +383,7 @@ impl Worker {
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
         // Before the route is looked up: without the key, not even which
         // paths exist is told.
-        if path != "/health" && !self.guard.has_key(request, context.started) {
+        if routes::needs_key(path) && !self.guard.has_key(request, context.started) {
             return Ok(Checked::Unauthorized);
         }
         let (route, params) = match routes::find(request.method(), path) {
@@ -389,6 +408,10 @@ impl Worker {
             Shape::OpenApi => return Ok(Checked::OpenApi),
             Shape::Metrics => return Ok(Checked::Metrics),
             _ => {}
+        }
+        if route.shape == Shape::Docs {
+            let file = params.into_iter().next().map(|(_, file)| file);
+            return docs::asset(file.as_deref().unwrap_or("")).map(Checked::Docs);
         }
         let body = read_body(request, self.config.max_body_bytes)?;
         let parsed = if route.shape == Shape::Rpc {
@@ -444,6 +467,8 @@ enum Checked {
     OpenApi,
     /// `GET /metrics`.
     Metrics,
+    /// A file of the API page.
+    Docs(docs::Asset),
 }
 
 /// A REST route's request: body, query and path fields; an `id` in the body

@@ -16,6 +16,8 @@ pub enum Shape {
     OpenApi,
     /// `GET /metrics`: Prometheus' text format.
     Metrics,
+    /// `GET /docs` and its files: Swagger UI (see `docs.rs`).
+    Docs,
     /// OpenAI's `GET /v1/models` list.
     OpenAiModels,
     /// OpenAI's `POST /v1/chat/completions` (see `openai.rs`).
@@ -104,11 +106,19 @@ const DOCUMENT: &[(&str, Kind)] = &[("document_id", Kind::Integer)];
 const PAGE: &[(&str, Kind)] = &[("limit", Kind::Integer)];
 const HISTORY_PAGE: &[(&str, Kind)] = &[("limit", Kind::Integer), ("before", Kind::Integer)];
 
+/// Whether a path needs the API key: all do but `/health` and the API page
+/// (`/docs` and its files: the public description, nothing else).
+pub fn needs_key(path: &str) -> bool {
+    !(path == "/health" || path == "/docs" || path.starts_with("/docs/"))
+}
+
 /// Every route the server answers (besides CORS preflight `OPTIONS`).
 pub const ROUTES: &[Route] = &[
     route("GET", "/health", "Health"),
     route("GET", "/openapi.yaml", "").shape(Shape::OpenApi),
     route("GET", "/metrics", "").shape(Shape::Metrics),
+    route("GET", "/docs", "").shape(Shape::Docs),
+    route("GET", "/docs/{file}", "").shape(Shape::Docs),
     route("POST", "/v1/rpc", "").shape(Shape::Rpc).body(),
     // OpenAI-compatible
     route("GET", "/v1/models", "ListModels").shape(Shape::OpenAiModels),

@@ -233,7 +233,7 @@ impl Server {
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         if ssl_config.is_some() {
-            return Err("this build of tiny_http has no TLS".into());
+            return Err("SslConfig is not served: use Server::from_listener_with_tls".into());
         }
         Self::from_listener_with_limits(listener, Limits::default())
     }
@@ -244,7 +244,25 @@ impl Server {
         listener: L,
         limits: Limits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        let listener = listener.into();
+        Self::start(listener.into(), limits, None)
+    }
+
+    /// Patched: as [`Server::from_listener_with_limits`], speaking HTTPS with
+    /// `tls` (rustls 0.23, see `util/tls.rs`); the handshake happens on each
+    /// connection's own thread, within `limits.head_timeout`.
+    pub fn from_listener_with_tls<L: Into<Listener>>(
+        listener: L,
+        limits: Limits,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::start(listener.into(), limits, Some(tls))
+    }
+
+    fn start(
+        listener: Listener,
+        limits: Limits,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -280,7 +298,13 @@ impl Server {
                 };
                 let accepted = server.accept().and_then(|(sock, _)| {
                     sock.set_write_timeout(limits.send_timeout)?;
-                    util::RefinedTcpStream::new(sock, Some(slot))
+                    match &tls {
+                        Some(config) => util::RefinedTcpStream::new(
+                            util::TlsStream::new(sock, Arc::clone(config))?,
+                            Some(slot),
+                        ),
+                        None => util::RefinedTcpStream::new(sock, Some(slot)),
+                    }
                 });
                 let (read_closable, write_closable) = match accepted {
                     Ok(halves) => {

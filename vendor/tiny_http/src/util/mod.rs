@@ -6,6 +6,7 @@ pub use self::refined_tcp_stream::RefinedTcpStream;
 pub use self::sequential::SequentialWriterBuilder;
 pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
 pub use self::task_pool::TaskPool;
+pub(crate) use self::tls::TlsStream;
 pub(crate) use crate::limits::ConnectionSlot;
 
 use std::str::FromStr;
@@ -17,6 +18,7 @@ mod messages_queue;
 pub(crate) mod refined_tcp_stream;
 mod sequential;
 mod task_pool;
+pub(crate) mod tls;
 
 /// Parses a the value of a header.
 /// Suitable for `Accept-*`, `TE`, etc.

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::connection::Connection;
+use crate::util::tls::TlsStream;
 use crate::util::ConnectionSlot;
 
-// Patched: the TLS variant is gone with the TLS features.
+// Patched: the TLS variant is rustls 0.23 driven by hand (`util/tls.rs`).
 pub(crate) enum Stream {
     Http(Connection),
+    Tls(TlsStream),
 }
 
 impl Stream {
@@ -18,6 +20,7 @@ impl Stream {
     fn try_clone(&self) -> IoResult<Self> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.try_clone().map(Stream::Http),
+            Stream::Tls(tls) => tls.try_clone().map(Stream::Tls),
         }
     }
 }
@@ -28,20 +31,28 @@ impl From<Connection> for Stream {
     }
 }
 
+impl From<TlsStream> for Stream {
+    fn from(tls: TlsStream) -> Self {
+        Stream::Tls(tls)
+    }
+}
+
 impl Stream {
     fn secure(&self) -> bool {
-        false
+        matches!(self, Stream::Tls(_))
     }
 
     fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.peer_addr(),
+            Stream::Tls(tls) => tls.peer_addr(),
         }
     }
 
     fn shutdown(&mut self, how: Shutdown) -> IoResult<()> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.shutdown(how),
+            Stream::Tls(tls) => tls.shutdown(how),
         }
     }
 }
@@ -50,6 +61,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.read(buf),
+            Stream::Tls(tls) => tls.read(buf),
         }
     }
 }
@@ -58,12 +70,14 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.write(buf),
+            Stream::Tls(tls) => tls.write(buf),
         }
     }
 
     fn flush(&mut self) -> IoResult<()> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.flush(),
+            Stream::Tls(tls) => tls.flush(),
         }
     }
 }
@@ -121,6 +135,7 @@ impl RefinedTcpStream {
     pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> IoResult<()> {
         match &self.stream {
             Stream::Http(connection) => connection.set_read_timeout(timeout),
+            Stream::Tls(tls) => tls.set_read_timeout(timeout),
         }
     }
 
