@@ -131,6 +131,17 @@ fn parse_options(args: Vec<OsString>) -> Result<Args, lexopt::Error> {
             Long("api-key-file") => settings.api_key_file = Some(parser.value()?.into()),
             Long("tls-cert") => settings.tls_cert = Some(parser.value()?.into()),
             Long("tls-key") => settings.tls_key = Some(parser.value()?.into()),
+            Long("upstream") => {
+                let more: crate::upstream::UpstreamList = parser.value()?.parse()?;
+                settings
+                    .upstreams
+                    .get_or_insert_with(Default::default)
+                    .0
+                    .extend(more.0);
+            }
+            Long("upstream-fallback") => {
+                settings.upstream_fallback = Some(parser.value()?.string()?)
+            }
             Value(id)
                 if matches!(command, Some(Command::AllowExtension { .. }))
                     && extension.is_none() =>
@@ -274,6 +285,13 @@ OPTIONS:
     --api-key-file FILE       A file holding the key [default: <data-dir>/token]
     --tls-cert FILE           Serve HTTPS with this PEM certificate chain...
     --tls-key FILE            ...and this PEM private key (both, or neither)
+    --upstream [NAME=]URL     Relay the models of this OpenAI-compatible server
+                              (llama-server, Ollama, vLLM: its base URL, e.g.
+                              http://box:8080/v1); repeatable; replaces the
+                              file's [[upstreams]] (keys, priorities, caps and
+                              timeouts are set there)
+    --upstream-fallback ID    Local chat model answering for upstream models
+                              when no upstream can
     -h, --help                Print this help
     -V, --version             Print the version
 

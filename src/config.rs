@@ -280,6 +280,12 @@ settings! {
     pull_timeout: Seconds = |_: &Defaults| Seconds(30),
     /// Seconds one pull may take in all (0: no limit).
     pull_deadline: Seconds = |_: &Defaults| Seconds(0),
+    /// OpenAI-compatible servers whose models are relayed: `[[upstreams]]`
+    /// tables in the file, `NAME=URL` or `URL` (comma-separated) elsewhere.
+    upstreams: crate::upstream::UpstreamList = |_: &Defaults| crate::upstream::UpstreamList::default(),
+    /// A local chat model that answers requests for upstream models when
+    /// no upstream can (empty: none; the reply says so in `fallback_from`).
+    upstream_fallback: String = |_: &Defaults| String::new(),
 }
 
 /// A secret setting: kept out of `Debug` output (and so out of logs).

@@ -63,6 +63,10 @@ pub enum Lane {
     /// Everything else that touches the disk or the network: database reads
     /// and writes, model downloads.
     Io,
+    /// Requests relayed to an upstream server: a thread of its own per job
+    /// (it mostly waits on the network), so neither pool waits behind them;
+    /// each upstream's cap bounds how many talk to it at once.
+    Relay,
 }
 
 /// A job's body: runs once on a pool thread and returns the final reply.
@@ -172,6 +176,9 @@ type Found = (JobId, Arc<AtomicBool>, Arc<dyn ReplySink>);
 pub struct Jobs {
     model: LanePool,
     io: LanePool,
+    /// Relay jobs accepted and not finished (each on its own thread).
+    relay: Arc<AtomicUsize>,
+    capacity: usize,
     running: Registry,
 }
 
@@ -192,6 +199,8 @@ impl Jobs {
         Ok(Jobs {
             model: LanePool::new("model", limits.model_threads, limits.queue_capacity)?,
             io: LanePool::new("io", limits.io_threads, limits.queue_capacity)?,
+            relay: Arc::default(),
+            capacity: limits.queue_capacity.max(1),
             running: Arc::default(),
         })
     }
@@ -205,13 +214,18 @@ impl Jobs {
         job: Job,
         sink: Arc<dyn ReplySink>,
     ) -> Result<JobId, ApiError> {
-        let lane = match job.lane {
-            Lane::Model => &self.model,
-            Lane::Io => &self.io,
+        let (pool, in_flight, capacity) = match job.lane {
+            Lane::Model => (
+                Some(&self.model.pool),
+                &self.model.in_flight,
+                self.model.capacity,
+            ),
+            Lane::Io => (Some(&self.io.pool), &self.io.in_flight, self.io.capacity),
+            Lane::Relay => (None, &self.relay, self.capacity),
         };
-        let queued = lane.in_flight.fetch_add(1, Ordering::AcqRel);
-        if queued >= lane.capacity {
-            lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let queued = in_flight.fetch_add(1, Ordering::AcqRel);
+        if queued >= capacity {
+            in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(ApiError::busy(
                 format!("{queued} requests are already waiting; try again shortly"),
                 1,
@@ -236,10 +250,11 @@ impl Jobs {
             job_id
         };
         let running = Arc::clone(&self.running);
-        let in_flight = Arc::clone(&lane.in_flight);
+        let in_flight = Arc::clone(in_flight);
+        let counter = Arc::clone(&in_flight);
         // The job's log lines carry the request's tag, on whatever thread.
         let tag = crate::logging::RequestTag::current();
-        lane.pool.spawn(move || {
+        let run = move || {
             crate::logging::RequestTag::scope(tag, move || {
                 let context = JobContext {
                     id,
@@ -261,7 +276,21 @@ impl Jobs {
                 context.sink.deliver(context.reply(response));
                 in_flight.fetch_sub(1, Ordering::AcqRel);
             })
-        });
+        };
+        match pool {
+            Some(pool) => pool.spawn(run),
+            None => {
+                let started = std::thread::Builder::new().name("relay".into()).spawn(run);
+                if let Err(e) = started {
+                    lock(&self.running).remove(&job_id);
+                    counter.fetch_sub(1, Ordering::AcqRel);
+                    return Err(ApiError::busy(
+                        format!("cannot start a relay thread: {e}"),
+                        1,
+                    ));
+                }
+            }
+        }
         Ok(job_id)
     }
 
@@ -307,7 +336,7 @@ impl Jobs {
     }
 
     /// Per lane: its name, jobs waiting for a thread, and jobs running.
-    pub fn lanes(&self) -> [(&'static str, usize, usize); 2] {
+    pub fn lanes(&self) -> [(&'static str, usize, usize); 3] {
         let lane = |name, lane: &LanePool| {
             let in_flight = lane.in_flight.load(Ordering::Acquire);
             let threads = lane.pool.current_num_threads();
@@ -317,7 +346,12 @@ impl Jobs {
                 in_flight.min(threads),
             )
         };
-        [lane("model", &self.model), lane("io", &self.io)]
+        let relay = self.relay.load(Ordering::Acquire);
+        [
+            lane("model", &self.model),
+            lane("io", &self.io),
+            ("relay", 0, relay),
+        ]
     }
 
     /// Generations that can run at once: the model lane's threads.
@@ -327,7 +361,9 @@ impl Jobs {
 
     /// Jobs accepted and not yet finished, over both lanes.
     pub fn in_flight(&self) -> usize {
-        self.model.in_flight.load(Ordering::Acquire) + self.io.in_flight.load(Ordering::Acquire)
+        self.model.in_flight.load(Ordering::Acquire)
+            + self.io.in_flight.load(Ordering::Acquire)
+            + self.relay.load(Ordering::Acquire)
     }
 }
 

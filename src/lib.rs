@@ -47,6 +47,7 @@ pub mod stats;
 pub mod store;
 pub mod system;
 pub mod transport;
+pub mod upstream;
 
 /// The optional backends compiled into this build.
 pub const FEATURES: &[&str] = &[

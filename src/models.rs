@@ -35,6 +35,7 @@ impl ModelFile {
             kind: self.kind,
             size_bytes: self.size_bytes,
             loaded,
+            upstream: None,
         }
     }
 }

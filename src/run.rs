@@ -169,6 +169,11 @@ fn serve(
         handler.generation_slots(),
     ));
     handler.preload(&config.preload.0);
+    let upstreams = crate::upstream::Upstreams::new(&config.upstreams, &config.upstream_fallback)?;
+    if !upstreams.is_empty() {
+        log::info!("relaying the models of upstreams {}", config.upstreams);
+        handler.set_upstreams(Arc::new(upstreams));
+    }
 
     let want_native = match config.mode {
         Mode::Native => true,

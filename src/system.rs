@@ -58,6 +58,7 @@ impl SystemProbe {
             total_memory_bytes: system.total_memory(),
             available_memory_bytes: system.available_memory(),
             gpus: gpus(),
+            upstreams: Vec::new(),
         })
     }
 

@@ -206,6 +206,14 @@ pub struct ChatRequest {
     /// Tools and output constraints.
     #[serde(flatten)]
     pub structure: Structure,
+    /// The OpenAI body as an HTTP client sent it (set by the HTTP layer):
+    /// relayed as is to an upstream model, which judges its fields.
+    #[serde(default)]
+    pub openai_body: Option<serde_json::Value>,
+    /// Why a local model cannot take that body (a field tabagent does not
+    /// implement): the 400 a local model answers; an upstream never sees it.
+    #[serde(default)]
+    pub unsupported: Option<String>,
 }
 
 /// Generate: a raw prompt, no template.
@@ -227,6 +235,14 @@ pub struct GenerateRequest {
     /// A raw GBNF grammar (llama.cpp's) the output must match.
     #[serde(default)]
     pub grammar: Option<String>,
+    /// The OpenAI body as an HTTP client sent it (set by the HTTP layer):
+    /// relayed as is to an upstream model, which judges its fields.
+    #[serde(default)]
+    pub openai_body: Option<serde_json::Value>,
+    /// Why a local model cannot take that body (a field tabagent does not
+    /// implement): the 400 a local model answers; an upstream never sees it.
+    #[serde(default)]
+    pub unsupported: Option<String>,
 }
 
 /// Responses: chat that persists to a session kept by the server.
@@ -429,6 +445,13 @@ pub struct ChatComplete {
     /// The session the turn was stored in (Responses only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The upstream that generated it, when the model is relayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The upstream model asked for, when no upstream could answer and the
+    /// local `upstream_fallback` model did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_from: Option<String>,
 }
 
 /// Where a request stands (GetHaltStatus, StopGeneration).

@@ -83,6 +83,8 @@ pub enum ModelFormat {
     Gguf,
     /// An ONNX graph with its tokenizer.json.
     Onnx,
+    /// Served by an OpenAI-compatible upstream (`[[upstreams]]`), relayed.
+    Upstream,
 }
 
 /// What a model is for.
@@ -108,8 +110,11 @@ pub struct ModelEntry {
     pub kind: ModelKind,
     /// Bytes on disk.
     pub size_bytes: u64,
-    /// Whether it is in memory now.
+    /// Whether it is in memory now (an upstream's: whether it is healthy).
     pub loaded: bool,
+    /// The upstream that serves it, when it is not on this machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 /// ListModels' reply.
@@ -156,6 +161,12 @@ pub struct ModelDetails {
     pub instruct: Option<bool>,
     /// Embedding dimension (ONNX).
     pub embedding_dimensions: Option<u64>,
+    /// The upstream that serves it (the first tried), when it is relayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Every upstream that serves it, in the order they are tried.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<String>,
 }
 
 /// A model now in memory.

@@ -46,6 +46,9 @@ pub struct SystemInfo {
     pub available_memory_bytes: u64,
     /// GPUs found (from /sys/class/drm on Linux); empty when none.
     pub gpus: Vec<String>,
+    /// The OpenAI-compatible upstreams configured, and their health.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<crate::upstream::UpstreamState>,
 }
 
 /// Latency percentiles in microseconds.

@@ -24,6 +24,7 @@ impl Loader for EngineLoader {
                 load_gguf(file, &facts, options, progress)
             }
             ModelFormat::Onnx => load_onnx(file),
+            ModelFormat::Upstream => Err(crate::upstream::not_local(&file.id)),
         }
     }
 }

@@ -20,6 +20,8 @@ use crate::engine::manager::{LoadOptions, ModelManager, Resident};
 use crate::engine::text::{Piece, SamplingConfig, TemplateInput, TextModel};
 use crate::error::ApiError;
 use crate::jobs::{Job, JobContext, Lane};
+use crate::upstream::Route;
+use crate::upstream::relay::{self, Generation, Relayed};
 
 /// The roles a Chat request's messages may have (openapi.yaml's ChatMessage).
 const CHAT_ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
@@ -38,9 +40,71 @@ pub struct TokenBudget {
 pub struct ChatRunner {
     models: Arc<ModelManager>,
     defaults: GenerationParams,
+    upstreams: Arc<crate::upstream::Upstreams>,
 }
 
 impl ChatRunner {
+    /// Where a request for `model` is relayed, when an upstream serves it.
+    pub fn route(&self, model: Option<&str>) -> Result<Option<Route>, ApiError> {
+        self.upstreams
+            .route(model, |id| self.models.find(id).is_ok())
+            .transpose()
+    }
+
+    /// The id of the model that answers `model` (the selected one when
+    /// `None`); loads a local model, not an upstream one.
+    pub fn model_id(&self, model: Option<&str>) -> Result<String, ApiError> {
+        match self.route(model)? {
+            Some(route) => Ok(route.requested),
+            None => Ok(self.model(model)?.file.id.clone()),
+        }
+    }
+
+    /// Relays a generation, or runs the local fallback model with `local`.
+    fn relay(
+        &self,
+        ctx: &JobContext,
+        route: &Route,
+        generation: Generation,
+        local: impl FnOnce(&str) -> Result<ChatComplete, ApiError>,
+    ) -> Result<ChatComplete, ApiError> {
+        match relay::generate(ctx, route, generation, self.upstreams.fallback())? {
+            Relayed::Done(complete) => Ok(complete),
+            Relayed::Fallback(model) => {
+                let mut complete = local(&model)?;
+                complete.fallback_from = Some(route.requested.clone());
+                Ok(complete)
+            }
+        }
+    }
+
+    /// [`ChatRunner::run_chat`], with the OpenAI body an HTTP client sent
+    /// (relayed as is to an upstream model).
+    #[allow(clippy::too_many_arguments)] // run_chat's, and the body
+    pub fn run_chat_body(
+        &self,
+        ctx: &JobContext,
+        model: Option<&str>,
+        messages: &[ChatMessage],
+        sampling: &Sampling,
+        structure: &Structure,
+        stream: bool,
+        body: Option<serde_json::Value>,
+    ) -> Result<ChatComplete, ApiError> {
+        if let Some(route) = self.route(model)? {
+            let body = body.unwrap_or_else(|| relay::chat_body(messages, sampling, structure));
+            let generation = Generation {
+                body,
+                chat: true,
+                stream,
+            };
+            return self.relay(ctx, &route, generation, |local| {
+                self.run_chat(ctx, Some(local), messages, sampling, structure, stream)
+            });
+        }
+        self.run_chat(ctx, model, messages, sampling, structure, stream)
+    }
+
     /// The loaded chat model named (or the selected one), loading it if needed.
     pub fn model(&self, model: Option<&str>) -> Result<Arc<Resident>, ApiError> {
         let file = self.models.resolve(ModelKind::Chat, model)?;
@@ -61,6 +125,16 @@ impl ChatRunner {
     ) -> Result<ChatComplete, ApiError> {
         if messages.is_empty() {
             return Err(ApiError::invalid("messages is empty"));
+        }
+        if let Some(route) = self.route(model)? {
+            let generation = Generation {
+                body: relay::chat_body(messages, sampling, structure),
+                chat: true,
+                stream,
+            };
+            return self.relay(ctx, &route, generation, |local| {
+                self.run_chat(ctx, Some(local), messages, sampling, structure, stream)
+            });
         }
         let mut sampling = SamplingConfig::resolve(sampling, &self.defaults)?;
         let resident = self.model(model)?;
@@ -94,6 +168,39 @@ impl ChatRunner {
         structure: &Structure,
         stream: bool,
     ) -> Result<ChatComplete, ApiError> {
+        self.run_generate_body(ctx, model, prompt, sampling, structure, stream, None)
+    }
+
+    /// [`ChatRunner::run_generate`], with the OpenAI body an HTTP client
+    /// sent (relayed as is to an upstream model).
+    #[allow(clippy::too_many_arguments)] // run_generate's, and the body
+    pub fn run_generate_body(
+        &self,
+        ctx: &JobContext,
+        model: Option<&str>,
+        prompt: &str,
+        sampling: &Sampling,
+        structure: &Structure,
+        stream: bool,
+        body: Option<serde_json::Value>,
+    ) -> Result<ChatComplete, ApiError> {
+        if let Some(route) = self.route(model)? {
+            let generation = Generation {
+                body: body.unwrap_or_else(|| {
+                    relay::completion_body(
+                        prompt,
+                        sampling,
+                        structure.json_schema.as_ref(),
+                        structure.grammar.as_deref(),
+                    )
+                }),
+                chat: false,
+                stream,
+            };
+            return self.relay(ctx, &route, generation, |local| {
+                self.run_generate(ctx, Some(local), prompt, sampling, structure, stream)
+            });
+        }
         let mut sampling = SamplingConfig::resolve(sampling, &self.defaults)?;
         let resident = self.model(model)?;
         let text = resident.text()?;
@@ -117,6 +224,9 @@ impl ChatRunner {
         model: Option<&str>,
         messages: &[ChatMessage],
     ) -> Result<TokenBudget, ApiError> {
+        if let Some(route) = self.route(model)? {
+            return Ok(super::upstream::estimate_tokens(&route, messages));
+        }
         let resident = self.model(model)?;
         let text = resident.text()?;
         let prompt = text.apply_template(&TemplateInput::plain(messages))?;
@@ -195,6 +305,8 @@ fn run(
         },
         finish_reason,
         session_id: None,
+        upstream: None,
+        fallback_from: None,
         reasoning,
         tool_calls,
         logprobs,
@@ -230,6 +342,7 @@ impl Handler {
         ChatRunner {
             models: Arc::clone(&self.models),
             defaults: self.params.get(),
+            upstreams: self.upstreams(),
         }
     }
 
@@ -257,26 +370,35 @@ impl Handler {
                 call.id, call.kind
             ))));
         }
+        let lane = self.chat_lane(request.model.as_deref());
+        if let (Lane::Model, Some(why)) = (lane, &request.unsupported) {
+            return Outcome::Reply(Response::error(ApiError::bad_request(why.clone())));
+        }
         let runner = self.chat_runner();
-        Outcome::Job(Job::new(Lane::Model, move |ctx| {
+        Outcome::Job(Job::new(lane, move |ctx| {
             runner
-                .run_chat(
+                .run_chat_body(
                     ctx,
                     request.model.as_deref(),
                     &request.messages,
                     &request.sampling,
                     &request.structure,
                     request.stream,
+                    request.openai_body,
                 )
                 .map(Response::ChatComplete)
         }))
     }
 
     pub(super) fn generate(&self, request: GenerateRequest) -> Outcome {
+        let lane = self.chat_lane(request.model.as_deref());
+        if let (Lane::Model, Some(why)) = (lane, &request.unsupported) {
+            return Outcome::Reply(Response::error(ApiError::bad_request(why.clone())));
+        }
         let runner = self.chat_runner();
-        Outcome::Job(Job::new(Lane::Model, move |ctx| {
+        Outcome::Job(Job::new(lane, move |ctx| {
             runner
-                .run_generate(
+                .run_generate_body(
                     ctx,
                     request.model.as_deref(),
                     &request.prompt,
@@ -287,6 +409,7 @@ impl Handler {
                         ..Structure::default()
                     },
                     request.stream,
+                    request.openai_body,
                 )
                 .map(Response::ChatComplete)
         }))

@@ -56,6 +56,7 @@ impl Handler {
             let removed = match file.format {
                 ModelFormat::Gguf => std::fs::remove_file(&file.path),
                 ModelFormat::Onnx => std::fs::remove_dir_all(&file.path),
+                ModelFormat::Upstream => return Err(crate::upstream::not_local(&file.id)),
             };
             removed.map_err(|e| {
                 ApiError::internal(format!("cannot delete {}: {e}", file.path.display()))

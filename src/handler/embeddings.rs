@@ -107,6 +107,10 @@ impl Handler {
             Ok(encoding) => encoding,
             Err(error) => return Outcome::Reply(Response::error(error)),
         };
+        let texts = match self.relay_embeddings(request.model.as_deref(), texts, encoding) {
+            Ok(relayed) => return relayed,
+            Err(texts) => texts,
+        };
         self.embedding_job(request.model, ModelKind::Embedding, now, move |model| {
             let (vectors, tokens) = model.embed(&texts)?;
             Ok(Response::EmbeddingList(EmbeddingList {
@@ -130,6 +134,9 @@ impl Handler {
                 "{} documents; at most {MAX_INPUTS} per request",
                 documents.len()
             ))));
+        }
+        if let Some(relayed) = self.relay_rerank(model.as_deref(), &query, &documents, top_n) {
+            return relayed;
         }
         self.embedding_job(model, ModelKind::Rerank, now, move |model| {
             let scorer = Scorer::EmbeddingSimilarity(model.embedder);
@@ -188,6 +195,10 @@ pub fn check_embedding_model(file: &ModelFile) -> Result<(), ApiError> {
         (ModelFormat::Onnx, _) => Err(ApiError::not_implemented(format!(
             "{} is a cross-encoder; this build scores rerank by embedding similarity only: \
              name an embedding model",
+            file.id
+        ))),
+        (ModelFormat::Upstream, _) => Err(ApiError::invalid(format!(
+            "{} is served by an upstream: its embeddings are relayed there",
             file.id
         ))),
         (ModelFormat::Gguf, _) => Err(ApiError::invalid(format!(

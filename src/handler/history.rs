@@ -78,60 +78,64 @@ impl Handler {
             return Outcome::Reply(Response::error(ApiError::invalid("input is empty")));
         }
         let (slot, runner) = (Arc::clone(&self.store), self.chat_runner());
-        Outcome::Job(Job::new(Lane::Model, move |ctx| {
-            let store = slot.get()?;
-            let session = request.session_id.clone();
-            let model = request.model.as_deref();
-            // The turns so far, oldest first (before this one is stored).
-            let page = store.chat_history(&ChatHistoryRequest {
-                session_id: session.clone(),
-                limit: Some(HISTORY_WINDOW),
-                before: None,
-                order: None,
-            })?;
-            let mut turns: Vec<ChatMessage> = page
-                .messages
-                .into_iter()
-                .rev()
-                .filter(|m| matches!(m.role.as_str(), "system" | "user" | "assistant"))
-                .map(|m| ChatMessage::new(m.role, m.content))
-                .collect();
-            store.save_message(SaveMessageRequest {
-                session_id: session.clone(),
-                role: "user".into(),
-                content: request.input.clone(),
-                metadata: None,
-            })?;
-            turns.push(ChatMessage::new("user", request.input.clone()));
-            let reply_tokens = request.sampling.max_tokens.unwrap_or(DEFAULT_REPLY_TOKENS);
-            let messages = fit_to_context(request.system.as_deref(), &turns, reply_tokens, |m| {
-                runner
-                    .count_tokens(model, m)
-                    .map(|b| (b.prompt_tokens, b.context_size))
-            })?;
-            let mut complete = runner.run_chat(
-                ctx,
-                model,
-                &messages,
-                &request.sampling,
-                &Structure::default(),
-                request.stream,
-            )?;
-            let partial = complete.finish_reason == FinishReason::Cancelled;
-            store.save_message(SaveMessageRequest {
-                session_id: session.clone(),
-                role: "assistant".into(),
-                content: complete.text.clone(),
-                metadata: Some(json!({
-                    "model": complete.model,
-                    "finish_reason": complete.finish_reason,
-                    "usage": complete.usage,
-                    "partial": partial,
-                })),
-            })?;
-            complete.session_id = Some(session);
-            Ok(Response::ChatComplete(complete))
-        }))
+        Outcome::Job(Job::new(
+            self.chat_lane(request.model.as_deref()),
+            move |ctx| {
+                let store = slot.get()?;
+                let session = request.session_id.clone();
+                let model = request.model.as_deref();
+                // The turns so far, oldest first (before this one is stored).
+                let page = store.chat_history(&ChatHistoryRequest {
+                    session_id: session.clone(),
+                    limit: Some(HISTORY_WINDOW),
+                    before: None,
+                    order: None,
+                })?;
+                let mut turns: Vec<ChatMessage> = page
+                    .messages
+                    .into_iter()
+                    .rev()
+                    .filter(|m| matches!(m.role.as_str(), "system" | "user" | "assistant"))
+                    .map(|m| ChatMessage::new(m.role, m.content))
+                    .collect();
+                store.save_message(SaveMessageRequest {
+                    session_id: session.clone(),
+                    role: "user".into(),
+                    content: request.input.clone(),
+                    metadata: None,
+                })?;
+                turns.push(ChatMessage::new("user", request.input.clone()));
+                let reply_tokens = request.sampling.max_tokens.unwrap_or(DEFAULT_REPLY_TOKENS);
+                let messages =
+                    fit_to_context(request.system.as_deref(), &turns, reply_tokens, |m| {
+                        runner
+                            .count_tokens(model, m)
+                            .map(|b| (b.prompt_tokens, b.context_size))
+                    })?;
+                let mut complete = runner.run_chat(
+                    ctx,
+                    model,
+                    &messages,
+                    &request.sampling,
+                    &Structure::default(),
+                    request.stream,
+                )?;
+                let partial = complete.finish_reason == FinishReason::Cancelled;
+                store.save_message(SaveMessageRequest {
+                    session_id: session.clone(),
+                    role: "assistant".into(),
+                    content: complete.text.clone(),
+                    metadata: Some(json!({
+                        "model": complete.model,
+                        "finish_reason": complete.finish_reason,
+                        "usage": complete.usage,
+                        "partial": partial,
+                    })),
+                })?;
+                complete.session_id = Some(session);
+                Ok(Response::ChatComplete(complete))
+            },
+        ))
     }
 
     /// An I/O-lane job with the open store (or the reason there is none).

@@ -17,6 +17,7 @@ impl Handler {
         self.request_metrics(&mut out);
         generation_metrics(&mut out);
         self.model_metrics(&mut out);
+        self.upstream_metrics(&mut out);
         store_metrics(&mut out);
         self.process_metrics(&mut out);
         out.finish()

@@ -20,6 +20,7 @@ mod retrieval;
 mod system;
 #[cfg(test)]
 mod tests;
+mod upstream;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -93,6 +94,8 @@ pub struct Handler {
     limiter: Arc<Limiter>,
     /// Preloads not finished yet (Health says `loading` meanwhile).
     preloading: Arc<std::sync::atomic::AtomicUsize>,
+    /// OpenAI-compatible servers whose models are relayed.
+    upstreams: OnceLock<Arc<crate::upstream::Upstreams>>,
 }
 
 impl Handler {
@@ -143,6 +146,7 @@ impl Handler {
                 generations_per_client: 0,
             })),
             preloading: Arc::default(),
+            upstreams: OnceLock::new(),
         })
     }
 

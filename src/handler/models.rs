@@ -90,6 +90,9 @@ impl Handler {
     }
 
     pub(super) fn model_info(&self, request: ModelRef) -> Outcome {
+        if let Some(relayed) = self.upstream_model_info(&request.model) {
+            return relayed;
+        }
         let models = Arc::clone(&self.models);
         Outcome::Job(Job::new(Lane::Io, move |_| {
             let file = models.find(&request.model)?;
@@ -110,6 +113,8 @@ impl Handler {
                 finetune: None,
                 instruct: None,
                 embedding_dimensions: None,
+                upstream: None,
+                upstreams: Vec::new(),
             };
             match file.format {
                 ModelFormat::Gguf => {
@@ -139,6 +144,7 @@ impl Handler {
                         .map(|e| e.dimensions() as u64)
                         .or_else(|| declared_dimensions(&file.path));
                 }
+                ModelFormat::Upstream => {}
             }
             Ok(Response::ModelDetails(Box::new(details)))
         }))
@@ -187,6 +193,7 @@ impl Handler {
             let enabled = match file.format {
                 ModelFormat::Gguf => cfg!(feature = "llama"),
                 ModelFormat::Onnx => cfg!(feature = "onnx"),
+                ModelFormat::Upstream => true,
             };
             if !enabled {
                 compatible = false;

@@ -23,7 +23,7 @@ use crate::api::{
     ResponseStatus, ResponseUsage, item_id,
 };
 use crate::error::ApiError;
-use crate::jobs::{Job, Lane};
+use crate::jobs::Job;
 
 /// The most responses one `previous_response_id` chain may hold.
 const MAX_CHAIN: u32 = 1000;
@@ -36,49 +36,52 @@ impl Handler {
         };
         let created_at = unix_seconds();
         let (slot, runner) = (Arc::clone(&self.store), self.chat_runner());
-        Outcome::Job(Job::new(Lane::Model, move |ctx| {
-            let store = if plan.store || plan.previous.is_some() {
-                Some(slot.get()?)
-            } else {
-                None
-            };
-            let mut messages: Vec<ChatMessage> = plan
-                .instructions
-                .iter()
-                .map(|text| ChatMessage::new("system", text.clone()))
-                .collect();
-            if let (Some(previous), Some(store)) = (&plan.previous, &store) {
-                if !is_response_id(previous) {
-                    return Err(ApiError::not_found(format!(
-                        "previous_response_id {previous:?}: no stored response has that id"
-                    )));
+        Outcome::Job(Job::new(
+            self.chat_lane(plan.model.as_deref()),
+            move |ctx| {
+                let store = if plan.store || plan.previous.is_some() {
+                    Some(slot.get()?)
+                } else {
+                    None
+                };
+                let mut messages: Vec<ChatMessage> = plan
+                    .instructions
+                    .iter()
+                    .map(|text| ChatMessage::new("system", text.clone()))
+                    .collect();
+                if let (Some(previous), Some(store)) = (&plan.previous, &store) {
+                    if !is_response_id(previous) {
+                        return Err(ApiError::not_found(format!(
+                            "previous_response_id {previous:?}: no stored response has that id"
+                        )));
+                    }
+                    messages.extend(store.response_chain(previous, MAX_CHAIN)?.messages);
                 }
-                messages.extend(store.response_chain(previous, MAX_CHAIN)?.messages);
-            }
-            messages.extend(plan.input.iter().cloned());
-            let model = runner.model(plan.model.as_deref())?.file.id.clone();
-            let mut object = started(&plan, new_response_id(), model, created_at);
-            if plan.stream {
-                ctx.emit(Response::ResponseStarted(Box::new(ResponseReply {
-                    response: object.clone(),
-                })));
-            }
-            let complete = runner.run_chat(
-                ctx,
-                Some(&object.model),
-                &messages,
-                &plan.sampling,
-                &plan.structure,
-                plan.stream,
-            )?;
-            let turn = finish(&mut object, &complete);
-            if let (true, Some(store)) = (plan.store, &store) {
-                store.save_response(&object, &plan.input, &[turn])?;
-            }
-            Ok(Response::ResponseResult(Box::new(ResponseReply {
-                response: object,
-            })))
-        }))
+                messages.extend(plan.input.iter().cloned());
+                let model = runner.model_id(plan.model.as_deref())?;
+                let mut object = started(&plan, new_response_id(), model, created_at);
+                if plan.stream {
+                    ctx.emit(Response::ResponseStarted(Box::new(ResponseReply {
+                        response: object.clone(),
+                    })));
+                }
+                let complete = runner.run_chat(
+                    ctx,
+                    Some(&object.model),
+                    &messages,
+                    &plan.sampling,
+                    &plan.structure,
+                    plan.stream,
+                )?;
+                let turn = finish(&mut object, &complete);
+                if let (true, Some(store)) = (plan.store, &store) {
+                    store.save_response(&object, &plan.input, &[turn])?;
+                }
+                Ok(Response::ResponseResult(Box::new(ResponseReply {
+                    response: object,
+                })))
+            },
+        ))
     }
 
     pub(super) fn get_response(&self, request: ResponseRef) -> Outcome {
@@ -259,6 +262,8 @@ mod tests {
             },
             finish_reason,
             session_id: None,
+            upstream: None,
+            fallback_from: None,
         }
     }
 

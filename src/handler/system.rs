@@ -35,10 +35,12 @@ impl Handler {
 
     // Reading /proc takes a few milliseconds: off the loop.
     pub(super) fn system_info(&self) -> Outcome {
+        let upstreams = self.upstream_states();
         self.with_probe(|probe| {
-            probe
-                .info()
-                .map(|info| Response::SystemInfo(Box::new(info)))
+            probe.info().map(|mut info| {
+                info.upstreams = upstreams;
+                Response::SystemInfo(Box::new(info))
+            })
         })
     }
 
@@ -59,11 +61,14 @@ impl Handler {
     pub(super) fn list_models(&self) -> Outcome {
         let dir = self.models_dir.clone();
         let manager = std::sync::Arc::clone(&self.models);
+        let upstreams = self.upstreams();
         Outcome::Job(Job::new(Lane::Io, move |_| {
-            let models = scan_models(&dir)
-                .into_iter()
+            let local = scan_models(&dir);
+            let mut models: Vec<_> = local
+                .iter()
                 .map(|m| m.entry(manager.is_loaded(&m.id)))
                 .collect();
+            models.extend(upstreams.entries(|id| local.iter().any(|m| m.id == id)));
             Ok(Response::ModelList(ModelList { models }))
         }))
     }

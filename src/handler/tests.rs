@@ -58,6 +58,7 @@ impl Loader for FakeLoader {
             crate::api::ModelFormat::Onnx => {
                 Engine::Embed(Arc::new(FakeEmbedder::new(&file.id, 16)))
             }
+            crate::api::ModelFormat::Upstream => return Err(crate::upstream::not_local(&file.id)),
         })
     }
 }

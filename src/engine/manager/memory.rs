@@ -31,6 +31,7 @@ impl ModelManager {
                 )
             }
             ModelFormat::Onnx => (file.size_bytes, 0, file.size_bytes / 2 + (16 << 20), 0),
+            ModelFormat::Upstream => return Err(crate::upstream::not_local(&file.id)),
         };
         Ok(MemoryEstimate {
             model: file.id.clone(),
@@ -79,6 +80,7 @@ impl ModelManager {
                 asked.check(&LoadBounds::machine())?;
                 Ok(defaults)
             }
+            ModelFormat::Upstream => Err(crate::upstream::not_local(&file.id)),
         }
     }
 

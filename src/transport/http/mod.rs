@@ -492,7 +492,7 @@ fn rest_request(
         })?)
     };
     context.wire = openai_request::wire_options(body.as_ref());
-    let body = openai_request::translate(route.shape, body)
+    let body = openai_request::translate_relayable(route.shape, body)
         .and_then(|body| openai_embeddings::translate(route.shape, body))
         .map_err(|detail| (RequestId::NONE, ApiError::bad_request(detail)))?;
     let object = routes::request_object(route, body, query, params)

@@ -70,6 +70,40 @@ pub fn is_translated(shape: Shape) -> bool {
     )
 }
 
+/// [`translate`] for the HTTP routes, where a chat or completion may be
+/// for an upstream model: the body as sent goes along as `openai_body` (an
+/// upstream judges its fields), and what a local model cannot take is not a
+/// 400 yet but `unsupported`, which the handler answers for a local model.
+pub fn translate_relayable(shape: Shape, body: Option<Value>) -> Result<Option<Value>, String> {
+    if !matches!(shape, Shape::OpenAiChat | Shape::OpenAiCompletion) {
+        return translate(shape, body);
+    }
+    let Some(Value::Object(raw)) = body else {
+        return translate(shape, body);
+    };
+    let mut out = match translate(shape, Some(Value::Object(raw.clone()))) {
+        Ok(Some(Value::Object(out))) => out,
+        Ok(_) => Map::new(),
+        Err(why) => {
+            let mut out = Map::new();
+            if let Some(model) = raw.get("model").filter(|m| m.is_string()) {
+                out.insert("model".into(), model.clone());
+            }
+            let stream = raw.get("stream").and_then(Value::as_bool).unwrap_or(false);
+            out.insert("stream".into(), Value::Bool(stream));
+            if shape == Shape::OpenAiChat {
+                out.insert("messages".into(), json!([]));
+            } else {
+                out.insert("prompt".into(), json!(""));
+            }
+            out.insert("unsupported".into(), Value::String(why));
+            out
+        }
+    };
+    out.insert("openai_body".into(), Value::Object(raw));
+    Ok(Some(Value::Object(out)))
+}
+
 /// Rewrites an OpenAI or llama.cpp body into tabagent's request fields;
 /// other shapes pass through. Errs with a message for a 400.
 pub fn translate(shape: Shape, body: Option<Value>) -> Result<Option<Value>, String> {

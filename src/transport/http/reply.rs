@@ -167,8 +167,13 @@ fn render_shape(shape: Shape, reply: &Reply, context: &ReplyContext) -> Answer {
                 .models
                 .iter()
                 .map(|m| {
-                    json!({"id": m.id, "object": "model", "created": 0, "owned_by": "tabagent",
-                        "format": m.format, "kind": m.kind, "size_bytes": m.size_bytes, "loaded": m.loaded})
+                    let mut model = json!({"id": m.id, "object": "model", "created": 0,
+                        "owned_by": m.upstream.as_deref().unwrap_or("tabagent"),
+                        "format": m.format, "kind": m.kind, "size_bytes": m.size_bytes, "loaded": m.loaded});
+                    if let Some(upstream) = &m.upstream {
+                        model["upstream"] = json!(upstream);
+                    }
+                    model
                 })
                 .collect();
             Answer::json(
