@@ -63,6 +63,7 @@ bench: deps build
 	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_embed
 	TABAGENT_TEST_MODELS="$(TEST_MODELS)" ORT_DYLIB_PATH="$(TEST_LIB)" $(CARGO) test --release --test bench_store
 	$(CARGO) test --release --test bench_rtc
+	TABAGENT_TEST_MODELS="$(TEST_MODELS)" $(CARGO) test --release --test bench_upstream
 
 # The Debian package: the release binary, the systemd user unit and the docs
 # ([package.metadata.deb] in Cargo.toml), in target/debian/.

@@ -32,3 +32,5 @@ mod store;
 mod structured;
 mod tls;
 mod trust;
+#[cfg(feature = "llama")]
+mod upstream;

@@ -220,9 +220,6 @@ fn read_stream(
         if emitted == 0 {
             Failure::Retry(error)
         } else {
-            upstream
-                .failed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             upstream.mark_down(&error.detail, Instant::now());
             Failure::Final(error)
         }
