@@ -19,6 +19,14 @@ use crate::upstream::{Health, Route, Upstreams, relay};
 use super::chat::TokenBudget;
 use super::embeddings::Encoding;
 
+/// One `tabagent_upstream_*` family: name, help, kind and its value per upstream.
+type Family = (
+    &'static str,
+    &'static str,
+    Kind,
+    fn(&crate::upstream::UpstreamState) -> f64,
+);
+
 /// The context assumed for an upstream model that reports none.
 const DEFAULT_CONTEXT: u32 = 4096;
 
@@ -165,7 +173,7 @@ impl Handler {
         if states.is_empty() {
             return;
         }
-        let families: [(&str, &str, Kind, fn(&crate::upstream::UpstreamState) -> f64); 5] = [
+        let families: [Family; 5] = [
             (
                 "tabagent_upstream_up",
                 "Whether the upstream answered its last check or request (1) or not (0).",
