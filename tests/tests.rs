@@ -4,6 +4,8 @@
 mod util;
 
 mod cli;
+#[cfg(feature = "llama")]
+mod context;
 #[cfg(feature = "onnx")]
 mod embeddings;
 mod hostile;
@@ -24,6 +26,8 @@ mod request_path;
 mod responses;
 #[cfg(feature = "webrtc")]
 mod rtc;
+#[cfg(feature = "llama")]
+mod slots;
 mod store;
 #[cfg(feature = "llama")]
 mod structured;

@@ -140,6 +140,8 @@ impl Resident {
                 .then(|| self.text().map(|t| t.context_size()).unwrap_or(0)),
             memory_bytes: self.memory_bytes,
             idle_seconds: self.idle(now).as_secs(),
+            parallel: self.text().ok().map(|t| t.parallel()),
+            slots: self.text().map(|t| t.slots()).unwrap_or_default(),
         }
     }
 }
@@ -178,6 +180,11 @@ pub struct ManagerConfig {
     pub keep_alive: Duration,
     /// Available bytes below which `LowMemory` is published; 0: never.
     pub low_memory_bytes: u64,
+    /// Generation slots of a chat model when a load does not say (0: the
+    /// default from cores and memory).
+    pub parallel: u32,
+    /// A generation reaching the context's end shifts instead of stopping.
+    pub context_shift: bool,
 }
 
 /// The models in memory and the rules for them.
