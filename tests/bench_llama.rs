@@ -39,6 +39,7 @@ use serde_json::{Value, json};
 use tabagent::engine::llama::{backend, context_params, sampler_chain};
 use tabagent::engine::text::SamplingConfig;
 
+#[path = "bench_llama/concurrent.rs"]
 mod concurrent;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_tabagent");
