@@ -302,7 +302,7 @@ fn main() {
     std::os::unix::fs::symlink(&path, models.join("bench.gguf")).unwrap();
 
     // tabagent over HTTP, and over native messaging: model preloaded with the same settings.
-    let (mut server, addr) = http_server(BINARY, &models, &scratch.join("http"));
+    let (server, addr) = http_server(BINARY, &models, &scratch.join("http"));
     let baseline = std::env::var("TABAGENT_BENCH_BASELINE")
         .ok()
         .map(|binary| http_server(&binary, &models, &scratch.join("baseline")));

@@ -55,10 +55,7 @@ fn tiny_an_over_long_chat_is_trimmed_or_refused_by_how_much() {
     let refused = server.post("/api/chat", &body(Some(false)));
     assert_eq!(refused.status, 400);
     let detail = refused.json()["detail"].as_str().unwrap().to_string();
-    assert!(
-        detail.contains("tokens more than the model's context"),
-        "{detail}"
-    );
+    assert!(detail.contains("tokens more than the model's"), "{detail}");
     // The OpenAI route says how many went, too.
     let openai = server
         .post(

@@ -33,7 +33,7 @@ pub mod slots;
 
 use super::manager::Progress;
 use super::text::{Generation, Piece, SamplingConfig, TemplateInput, TextModel};
-use crate::api::SlotStatus;
+use crate::api::{FinishReason, SlotStatus};
 use crate::error::ApiError;
 use crate::jobs::lock;
 use prompt::PromptTemplate;
@@ -375,7 +375,12 @@ impl TextModel for LlamaTextModel {
                     }
                 }
                 Ok(Event::Done { choice, result }) => match result {
-                    Ok(generation) => {
+                    Ok(mut generation) => {
+                        // Stopped by its caller: cancelled, even if the
+                        // model had finished meanwhile.
+                        if stop.load(Ordering::Relaxed) {
+                            generation.finish_reason = FinishReason::Cancelled;
+                        }
                         if let Some(place) = done.get_mut(choice) {
                             *place = Some(generation);
                         }

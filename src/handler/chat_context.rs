@@ -39,28 +39,26 @@ pub fn fit_conversation(
             .cloned()
             .collect()
     };
-    // How far over the context the prompt (with the reply's room) is.
-    let mut over = |cut: usize| -> Result<(u32, u32, u32), ApiError> {
+    // The prompt's tokens, the reply's room and the context, for a cut.
+    let mut measure = |cut: usize| -> Result<(u32, u32, u32), ApiError> {
         let (prompt, context) = count(&build(cut))?;
-        let reply = reply_tokens.min(context / 2);
-        Ok((
-            prompt.saturating_add(reply).saturating_sub(context),
-            prompt,
-            reply,
-        ))
+        Ok((prompt, reply_tokens.min(context / 2), context))
     };
-    let (excess, prompt, reply) = over(0)?;
-    if excess == 0 {
-        return Ok(Fitted {
-            messages: messages.to_vec(),
-            dropped: 0,
-        });
+    let (prompt, reply, context) = measure(0)?;
+    let whole = Fitted {
+        messages: messages.to_vec(),
+        dropped: 0,
+    };
+    // The prompt alone fits: it may run, and stops at the context's end.
+    let fits_alone = prompt < context;
+    if prompt.saturating_add(reply) <= context || (!truncate && fits_alone) {
+        return Ok(whole);
     }
     if !truncate {
         return Err(ApiError::bad_request(format!(
-            "the conversation is {prompt} tokens and its reply may take {reply}: {excess} \
-             tokens more than the model's context holds; drop messages, lower max_tokens, \
-             or leave truncate on to drop the oldest turns"
+            "the conversation is {prompt} tokens: {} tokens more than the model's {context}-token \
+             context holds; drop messages, or leave truncate on to drop the oldest turns",
+            prompt + 1 - context
         )));
     }
     // Where a turn starts: a user message after the first of the body, so
@@ -69,18 +67,30 @@ pub fn fit_conversation(
     let cuts: Vec<usize> = (1..body.len())
         .filter(|&i| body[i].role == "user")
         .collect();
-    let Some(&last) = cuts.last() else {
-        return Err(too_long(prompt, reply, excess));
+    let shortest = match cuts.last() {
+        Some(&last) => Some((last, measure(last)?)),
+        None => None,
     };
-    let (excess, prompt, reply) = over(last)?;
-    if excess > 0 {
-        return Err(too_long(prompt, reply, excess));
+    match shortest {
+        Some((_, (p, r, c))) if p.saturating_add(r) <= c => {}
+        // No trim leaves the reply its room: the whole conversation when it
+        // fits at all, else the shortest when that does, else a 400.
+        _ if fits_alone => return Ok(whole),
+        Some((last, (p, _, c))) if p < c => {
+            return Ok(Fitted {
+                messages: build(last),
+                dropped: last as u32,
+            });
+        }
+        Some((_, (p, r, c))) => return Err(too_long(p, r, c)),
+        None => return Err(too_long(prompt, reply, context)),
     }
     // Dropping more turns only shrinks the prompt: binary search the fewest.
     let (mut low, mut enough) = (0, cuts.len() - 1);
     while low < enough {
         let middle = low + (enough - low) / 2;
-        if over(cuts[middle])?.0 == 0 {
+        let (p, r, c) = measure(cuts[middle])?;
+        if p.saturating_add(r) <= c {
             enough = middle;
         } else {
             low = middle + 1;
@@ -92,10 +102,11 @@ pub fn fit_conversation(
     })
 }
 
-fn too_long(prompt: u32, reply: u32, excess: u32) -> ApiError {
+fn too_long(prompt: u32, reply: u32, context: u32) -> ApiError {
     ApiError::bad_request(format!(
-        "the system messages and the latest turn alone are {prompt} tokens and the reply may \
-         take {reply}: {excess} tokens more than the model's context holds"
+        "the system messages and the latest turn alone are {prompt} tokens (and the reply may \
+         take {reply}): {} tokens more than the model's {context}-token context holds",
+        (prompt + 1).saturating_sub(context).max(1)
     ))
 }
 
@@ -169,7 +180,10 @@ mod tests {
         let all = conversation(10);
         let error = fit_conversation(&all, 30, false, count).unwrap_err();
         assert_eq!(error.status, 400);
-        assert!(error.detail.contains("150 tokens more"), "{}", error.detail);
+        assert!(error.detail.contains("121 tokens more"), "{}", error.detail);
+        // A prompt that fits but leaves the reply less room is left alone.
+        let fits = fit_conversation(&conversation(3), 60, false, count).unwrap();
+        assert_eq!(fits.dropped, 0);
         let huge = |m: &[ChatMessage]| Ok((m.len() as u32 * 1000, 100));
         let error = fit_conversation(&all, 10, true, huge).unwrap_err();
         assert_eq!(error.status, 400);
