@@ -55,11 +55,16 @@ pub trait ReplySink: Send + Sync {
     fn mute(&self) {}
 }
 
-/// Which pool a job runs on: model work must not starve quick store work.
+/// Which pool a job runs on: model work must not starve quick store work,
+/// and generation must not starve embeddings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
-    /// Inference: generation, embedding and model loading (one thread).
+    /// Inference other than generation: embedding and model loading (one thread).
     Model,
+    /// Generation (chat, completions): a job mostly waits for its model's
+    /// thread, which batches the tokens of every running request, so this
+    /// pool has a thread per request a model may run at once and then some.
+    Generate,
     /// Everything else that touches the disk or the network: database reads
     /// and writes, model downloads.
     Io,
@@ -171,6 +176,7 @@ type Found = (JobId, Arc<AtomicBool>, Arc<dyn ReplySink>);
 /// The pools and the registry of running requests.
 pub struct Jobs {
     model: LanePool,
+    generate: LanePool,
     io: LanePool,
     running: Registry,
 }
@@ -180,6 +186,8 @@ pub struct Jobs {
 pub struct JobLimits {
     /// Threads for model work.
     pub model_threads: usize,
+    /// Threads for generation jobs (they wait on the model's thread).
+    pub generate_threads: usize,
     /// Threads for disk work.
     pub io_threads: usize,
     /// Jobs a lane accepts before it answers 503.
@@ -191,6 +199,7 @@ impl Jobs {
     pub fn new(limits: JobLimits) -> Result<Jobs, String> {
         Ok(Jobs {
             model: LanePool::new("model", limits.model_threads, limits.queue_capacity)?,
+            generate: LanePool::new("generate", limits.generate_threads, limits.queue_capacity)?,
             io: LanePool::new("io", limits.io_threads, limits.queue_capacity)?,
             running: Arc::default(),
         })
@@ -207,6 +216,7 @@ impl Jobs {
     ) -> Result<JobId, ApiError> {
         let lane = match job.lane {
             Lane::Model => &self.model,
+            Lane::Generate => &self.generate,
             Lane::Io => &self.io,
         };
         let queued = lane.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -307,7 +317,7 @@ impl Jobs {
     }
 
     /// Per lane: its name, jobs waiting for a thread, and jobs running.
-    pub fn lanes(&self) -> [(&'static str, usize, usize); 2] {
+    pub fn lanes(&self) -> [(&'static str, usize, usize); 3] {
         let lane = |name, lane: &LanePool| {
             let in_flight = lane.in_flight.load(Ordering::Acquire);
             let threads = lane.pool.current_num_threads();
@@ -317,17 +327,19 @@ impl Jobs {
                 in_flight.min(threads),
             )
         };
-        [lane("model", &self.model), lane("io", &self.io)]
+        [
+            lane("model", &self.model),
+            lane("generate", &self.generate),
+            lane("io", &self.io),
+        ]
     }
 
-    /// Generations that can run at once: the model lane's threads.
-    pub fn generation_slots(&self) -> usize {
-        self.model.pool.current_num_threads()
-    }
-
-    /// Jobs accepted and not yet finished, over both lanes.
+    /// Jobs accepted and not yet finished, over all lanes.
     pub fn in_flight(&self) -> usize {
-        self.model.in_flight.load(Ordering::Acquire) + self.io.in_flight.load(Ordering::Acquire)
+        [&self.model, &self.generate, &self.io]
+            .iter()
+            .map(|lane| lane.in_flight.load(Ordering::Acquire))
+            .sum()
     }
 }
 
@@ -405,6 +417,7 @@ mod tests {
     fn jobs(capacity: usize) -> Jobs {
         Jobs::new(JobLimits {
             model_threads: 1,
+            generate_threads: 2,
             io_threads: 1,
             queue_capacity: capacity,
         })

@@ -4,6 +4,8 @@
 mod util;
 
 mod cli;
+#[cfg(feature = "llama")]
+mod context;
 mod docs;
 #[cfg(feature = "onnx")]
 mod embeddings;
@@ -27,6 +29,8 @@ mod responses;
 #[cfg(feature = "webrtc")]
 mod rtc;
 mod service;
+#[cfg(feature = "llama")]
+mod slots;
 mod store;
 #[cfg(feature = "llama")]
 mod structured;

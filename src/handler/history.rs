@@ -78,7 +78,7 @@ impl Handler {
             return Outcome::Reply(Response::error(ApiError::invalid("input is empty")));
         }
         let (slot, runner) = (Arc::clone(&self.store), self.chat_runner());
-        Outcome::Job(Job::new(Lane::Model, move |ctx| {
+        Outcome::Job(Job::new(Lane::Generate, move |ctx| {
             let store = slot.get()?;
             let session = request.session_id.clone();
             let model = request.model.as_deref();

@@ -6,6 +6,7 @@
 //! called it. Each area of the protocol has its own file.
 
 mod chat;
+mod chat_context;
 mod chat_output;
 mod downloads;
 mod embeddings;
@@ -69,6 +70,11 @@ pub struct HandlerConfig {
     pub keep_alive: std::time::Duration,
     /// Available bytes below which `LowMemory` is published (0: never).
     pub low_memory_bytes: u64,
+    /// Generation slots of a chat model when a load does not say (0: the
+    /// default from cores and memory).
+    pub parallel: u32,
+    /// A generation reaching the context's end shifts instead of stopping.
+    pub context_shift: bool,
     /// What PullModel may fetch.
     pub pull: crate::fetch::PullPolicy,
 }
@@ -117,6 +123,8 @@ impl Handler {
                 memory_budget: config.memory_budget,
                 keep_alive: config.keep_alive,
                 low_memory_bytes: config.low_memory_bytes,
+                parallel: config.parallel,
+                context_shift: config.context_shift,
             },
             loader,
             Arc::clone(&system),
@@ -151,9 +159,10 @@ impl Handler {
         &self.limiter
     }
 
-    /// Generations that can run at once (the default cap per client is twice this).
+    /// Generations a chat model runs at once by default (the default cap
+    /// per client is twice this).
     pub fn generation_slots(&self) -> usize {
-        self.jobs.generation_slots()
+        self.models.default_parallel() as usize
     }
 
     /// The counters transports record into.

@@ -45,6 +45,7 @@ impl Handler {
             threads: request.threads,
             batch_size: request.batch_size,
             gpu_layers: request.gpu_layers,
+            parallel: request.parallel,
         };
         if let Err(error) = asked.check(&LoadBounds::machine()) {
             return Outcome::Reply(Response::error(error));
@@ -110,6 +111,10 @@ impl Handler {
                 finetune: None,
                 instruct: None,
                 embedding_dimensions: None,
+                parallel: resident
+                    .as_ref()
+                    .and_then(|r| r.text().ok())
+                    .map(|t| t.parallel()),
             };
             match file.format {
                 ModelFormat::Gguf => {

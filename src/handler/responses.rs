@@ -36,7 +36,7 @@ impl Handler {
         };
         let created_at = unix_seconds();
         let (slot, runner) = (Arc::clone(&self.store), self.chat_runner());
-        Outcome::Job(Job::new(Lane::Model, move |ctx| {
+        Outcome::Job(Job::new(Lane::Generate, move |ctx| {
             let store = if plan.store || plan.previous.is_some() {
                 Some(slot.get()?)
             } else {
@@ -251,6 +251,7 @@ mod tests {
                 .collect(),
             logprobs: Vec::new(),
             trimmed_messages: 0,
+            choices: Vec::new(),
             usage: Usage {
                 prompt_tokens: 5,
                 completion_tokens: 2,
