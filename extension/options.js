@@ -1,11 +1,13 @@
 // Options page: edits the settings the service worker reacts to
-// (chrome.storage.local), tests the connection, and shows the extension id
-// with the command that registers the native host for it.
+// (chrome.storage.local), tests the connection, shows the extension id
+// with the command that registers the native host for it, and the sites
+// allowed to use the page API (options-sites.js).
 
 import { createPageClient } from './lib/page-client.js';
 import { LocalReq, Req } from './lib/protocol.js';
 import { describeHealth } from './lib/readers.js';
 import { loadSettings, normalizeServerUrl, saveSettings } from './lib/settings.js';
+import { initSites } from './options-sites.js';
 
 /** @param {string} id */
 const $ = (id) => /** @type {any} */ (document.getElementById(id));
@@ -68,3 +70,4 @@ $('show-key').addEventListener('change', (/** @type {Event} */ ev) => {
   apiKey.type = /** @type {HTMLInputElement} */ (ev.target).checked ? 'text' : 'password';
 });
 show();
+initSites();

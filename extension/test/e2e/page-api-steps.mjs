@@ -126,12 +126,19 @@ export async function pageApiSteps({ check, open, hook, log, ports, model, slow 
     const stopsBefore = accessLines().filter((l) => / StopGeneration 200 /.test(l)).length;
     const r = await page.evaluate(`abortStream('tabagent')`);
     assert(r.error === 'AbortError' && r.chunks.length === 2, `abort: ${brief(r)}`);
-    const end = Date.now() + 15_000;
+    // the server answers the StopGeneration, then logs the Chat it ended, short of max_tokens (64)
+    const end = Date.now() + 30_000;
     for (;;) {
       const lines = accessLines();
-      const stops = lines.filter((l) => / StopGeneration 200 /.test(l)).length;
-      if (stops > stopsBefore) break;
-      assert(Date.now() < end, `the server logged no StopGeneration: ${lines.slice(-5).join('\n')}`);
+      const stop = lines.findIndex((l, i) => / StopGeneration 200 /.test(l) && lines.slice(0, i + 1).filter((x) => / StopGeneration 200 /.test(x)).length > stopsBefore);
+      const chat = stop >= 0 ? lines.slice(stop).find((l) => / Chat 200 /.test(l)) : undefined;
+      if (chat) {
+        const tokens = Number(/completion_tokens=(\d+)/.exec(chat)?.[1]);
+        assert(tokens < 64, `the stopped Chat still made ${tokens} tokens: ${chat}`);
+        console.log(`# stopped: ${chat.replace(/^.*\] /, '')}`);
+        break;
+      }
+      assert(Date.now() < end, `the server logged no stopped Chat: ${lines.slice(-5).join('\n')}`);
       await sleep(100);
     }
   });
@@ -153,8 +160,12 @@ export async function pageApiSteps({ check, open, hook, log, ports, model, slow 
   await check('page API: an origin that was not enabled gets NotAllowedError and the server sees no request', async () => {
     const other = await open(`${notEnabled}/index.html`);
     await other.waitFor(`typeof refused === 'function' && Boolean(navigator.tabagent)`, 15_000);
-    await sleep(500);
-    const before = accessLines().length;
+    // earlier requests may still be finishing: wait until the log is quiet
+    let before = -1;
+    for (let i = 0; i < 100 && before !== accessLines().length; i++) {
+      before = accessLines().length;
+      await sleep(1000);
+    }
     const r = await other.evaluate(`refused('tabagent')`);
     assert(/^NotAllowedError: .*not enabled/.test(r.create) && /^NotAllowedError/.test(r.availability), `got ${brief(r)}`);
     await sleep(1000);
@@ -182,5 +193,28 @@ export async function pageApiSteps({ check, open, hook, log, ports, model, slow 
     await p.waitFor(`typeof globals === 'function' && Boolean(navigator.tabagent)`, 15_000);
     const g = await p.evaluate(`globals()`);
     assert(GLOBALS.every((n) => g[n] === 'tabagent'), `globals: ${brief(g)}`);
+  });
+
+  await check('page API: the options page lists the sites, offers the one that asked, and revokes', async () => {
+    const opts = await open(`chrome-extension://${id}/options.html`);
+    await opts.waitFor(`document.getElementById('sites').textContent.includes(${JSON.stringify(replacing)})`, 10_000);
+    const listed = await opts.evaluate(`document.getElementById('sites').textContent`);
+    assert(listed.includes(`${enabled} `) && listed.includes('(enabled by policy)'), `sites: ${listed}`);
+    await opts.waitFor(`document.getElementById('sites-asked').textContent.includes(${JSON.stringify(notEnabled)})`, 10_000);
+    // revoke the replacing origin: its pages are refused from then on
+    await opts.evaluate(`[...document.querySelectorAll('#sites li')].find(li => li.textContent.includes(${JSON.stringify(replacing)})).querySelector('button').click()`);
+    await hook.waitFor(`chrome.storage.local.get('pageAccess').then(s => !(${JSON.stringify(replacing)} in (s.pageAccess ?? {})))`, 10_000);
+    const p = await open(`${replacing}/index.html`);
+    await p.waitFor(`typeof refused === 'function' && Boolean(navigator.tabagent)`, 15_000);
+    const r = await p.evaluate(`refused('tabagent')`);
+    assert(/^NotAllowedError/.test(r.create), `after revoking: ${brief(r)}`);
+    // allow the one that asked: its page can now create a session
+    await opts.waitFor(`document.getElementById('sites-asked').textContent.includes(${JSON.stringify(replacing)})`, 10_000);
+    await opts.evaluate(`[...document.querySelectorAll('#sites-asked li')].find(li => li.textContent.includes(${JSON.stringify(notEnabled)})).querySelector('button').click()`);
+    await hook.waitFor(`chrome.storage.local.get('pageAccess').then(s => s.pageAccess?.[${JSON.stringify(notEnabled)}]?.enabled === true)`, 10_000);
+    const other = await open(`${notEnabled}/index.html`);
+    await other.waitFor(`typeof refused === 'function' && Boolean(navigator.tabagent)`, 15_000);
+    const ok = await other.evaluate(`navigator.tabagent.LanguageModel.availability()`);
+    assert(ok === 'available', `after allowing: ${ok}`);
   });
 }
