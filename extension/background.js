@@ -11,6 +11,8 @@ import { Relay } from './lib/relay.js';
 import { PAGE_PORT_NAME, PageGate } from './lib/page-gate.js';
 import { normalizeOrigin } from './lib/page-origins.js';
 import { accessFor, noteAsked, syncPageScripts } from './lib/page-sites.js';
+import { buildMenus, runCommand, runMenuAction } from './lib/menus.js';
+import { TEMPLATES_KEY } from './lib/actions.js';
 import { RtcPortBroker, keyFromHost, nativeTransport, webrtcTransport } from './lib/transports.js';
 
 /** @type {import('./lib/settings.js').Settings} */
@@ -117,3 +119,17 @@ chrome.storage.onChanged.addListener((changes, area) => {
 // The toolbar button opens the side panel. Clicking it also grants activeTab
 // for the current page, which "ask about this page" needs.
 chrome.sidePanel.setPanelBehavior({ openPanelOnActionClick: true }).catch((e) => console.warn('tabagent: side panel', e));
+
+// Actions on what the user selects: the context menu and the keyboard command.
+chrome.runtime.onInstalled.addListener(() => buildMenus(chrome).catch((e) => console.warn('tabagent: menus', e)));
+chrome.storage.onChanged.addListener((changes, area) => {
+  if (area === 'local' && TEMPLATES_KEY in changes) buildMenus(chrome).catch((e) => console.warn('tabagent: menus', e));
+});
+chrome.contextMenus.onClicked.addListener((info, tab) => {
+  runMenuAction(chrome, info, tab).catch((e) => console.warn('tabagent: action', e));
+});
+chrome.commands.onCommand.addListener((command, tab) => {
+  runCommand(chrome, command, tab).catch((e) => console.warn('tabagent: command', e));
+});
+// what a menu click does, for the browser test (a headless browser has no menu to click)
+Object.assign(globalThis, { tabagentMenuAction: (/** @type {any} */ info, /** @type {any} */ tab) => runMenuAction(chrome, info, tab) });

@@ -8,6 +8,7 @@ import { LocalReq, Req } from './lib/protocol.js';
 import { describeHealth } from './lib/readers.js';
 import { loadSettings, normalizeServerUrl, saveSettings } from './lib/settings.js';
 import { initSites } from './options-sites.js';
+import { TEMPLATES_KEY } from './lib/actions.js';
 
 /** @param {string} id */
 const $ = (id) => /** @type {any} */ (document.getElementById(id));
@@ -30,6 +31,7 @@ async function show() {
   $('ext-id').textContent = chrome.runtime.id;
   $('install-cmd').textContent = `tabagent install-host --extension-id ${chrome.runtime.id}`;
   $('allow-cmd').textContent = `tabagent allow-extension ${chrome.runtime.id}`;
+  $('templates').value = (await chrome.storage.local.get(TEMPLATES_KEY))[TEMPLATES_KEY] ?? '';
 }
 
 /** @param {SubmitEvent} ev */
@@ -46,6 +48,7 @@ async function save(ev) {
     serverUrl: url,
     apiKey: apiKey.value.trim(),
   });
+  await chrome.storage.local.set({ [TEMPLATES_KEY]: $('templates').value });
   serverUrl.value = url;
   saved.textContent = 'saved';
   setTimeout(() => (saved.textContent = ''), 2000);

@@ -16,7 +16,7 @@ const manifest = JSON.parse(readFileSync(join(root, 'manifest.json'), 'utf8'));
 
 test('the manifest is MV3 with exactly the permissions the extension needs', () => {
   assert.equal(manifest.manifest_version, 3);
-  assert.deepEqual([...manifest.permissions].sort(), ['activeTab', 'nativeMessaging', 'offscreen', 'scripting', 'sidePanel', 'storage']);
+  assert.deepEqual([...manifest.permissions].sort(), ['activeTab', 'contextMenus', 'nativeMessaging', 'offscreen', 'scripting', 'sidePanel', 'storage']);
   assert.deepEqual([...manifest.host_permissions].sort(), ['http://127.0.0.1/*', 'http://localhost/*']);
   assert.equal(manifest.optional_permissions, undefined);
   // other sites are asked for one by one, when the user enables the page API there; never <all_urls>

@@ -31,6 +31,7 @@ import { join, resolve } from 'node:path';
 
 import { Checks, assert, ext, findChromium, id, launch, sleep } from './harness.mjs';
 import { installPolicy, pageApiSteps, startPageServer } from './page-api-steps.mjs';
+import { actionSteps } from './actions-steps.mjs';
 
 const GEMMA_FILE = 'gemma-3-270m-q4_k_m.gguf';
 const GEMMA = 'gemma-3-270m-q4_k_m';
@@ -75,7 +76,7 @@ mkdirSync(profile);
 mkdirSync(models);
 const checks = new Checks();
 /** With E2E_ONLY=page, only the steps the page API needs run. @param {string} name */
-const wanted = (name) => process.env.E2E_ONLY !== 'page' || /page API|policy|install-host|loads with the pinned id|Health from the real host/.test(name);
+const wanted = (name) => process.env.E2E_ONLY !== 'page' || /page API|actions|policy|install-host|loads with the pinned id|Health from the real host/.test(name);
 /** @param {string} name @param {() => Promise<void>} fn */
 const check = (name, fn) => (wanted(name) ? checks.check(name, fn) : Promise.resolve(false));
 
@@ -305,6 +306,7 @@ try {
   } else {
     checks.skip('page API steps', 'no policy (see above)');
   }
+  await actionSteps({ check, open, cdp, findWorker, hook, extensionId: id, model: GEMMA, slow: SLOW });
 
   // ---- host unregistered: WebRTC to a real server ------------------------------
   await check('`tabagent uninstall-host --user-data-dir` removes the registration', async () => {
