@@ -286,6 +286,7 @@ try {
     assert(state.who === GEMMA, `answered as ${state.who}`);
     assert(new Set(state.partials).size >= 2, `the reply did not stream in the panel (partial renders: ${JSON.stringify(state.partials)})`);
     assert(state.status.startsWith(transport), `status line ${state.status}`);
+    assert(/first token \d+\.\d\d s · \d+\.\d tok\/s · \d+ tokens/.test(state.foot), `no speed line under the answer: ${state.foot}`);
     console.log(`# side panel (${transport}) reply: ${JSON.stringify(state.text.slice(0, 200))} [${state.foot}]`);
   };
 
