@@ -13,6 +13,7 @@ mod http;
 mod inference;
 #[cfg(feature = "llama")]
 mod instruct;
+mod knowledge;
 #[cfg(feature = "llama")]
 mod limits;
 mod native;

@@ -17,6 +17,7 @@ import { readHits } from '../lib/readers.js';
 import { settleActivity } from './activity.js';
 import { chat, client, rendererReady, state } from './context.js';
 import { refreshHistory } from './history.js';
+import { chosenCollections, showCitations } from './knowledge.js';
 import { addMessage, scrollToEnd, showSources } from './messages.js';
 import { errorText, notice, ui } from './ui.js';
 
@@ -58,6 +59,7 @@ async function sendTurn(input, opts = {}) {
       input,
       system: opts.system ?? (ui.systemPrompt.value.trim() || undefined),
       model,
+      ...(opts.sources ? {} : { collections: chosenCollections() }),
       onDelta: (_delta, text) => {
         latest = text;
         if (!frame) frame = requestAnimationFrame(draw);
@@ -73,6 +75,7 @@ async function sendTurn(input, opts = {}) {
     foot.textContent = [why, tokens ? `${tokens} tokens` : ''].filter(Boolean).join(' · ');
     if (foot.textContent) article.append(foot);
     if (opts.sources) showSources(article, opts.sources, citedIndexes(result.text, opts.sources.length));
+    if (result.citations) showCitations(article, result.citations);
   } catch (e) {
     finished = true;
     body.classList.remove('pending');
