@@ -153,60 +153,6 @@ pub fn page_of(page_starts: &[usize], offset: usize) -> Option<u32> {
     u32::try_from(page.max(1)).ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kinds_come_from_the_media_type_then_the_extension() {
-        assert_eq!(Kind::detect("a.PDF", None).unwrap(), Kind::Pdf);
-        assert_eq!(
-            Kind::detect("a.bin", Some("text/markdown; charset=utf-8")).unwrap(),
-            Kind::Markdown
-        );
-        assert_eq!(
-            Kind::detect("notes.md", Some("application/octet-stream")).unwrap(),
-            Kind::Markdown
-        );
-        assert_eq!(Kind::detect("a.exe", None).unwrap_err().status, 415);
-        assert_eq!(
-            Kind::detect("a.txt", Some("image/png")).unwrap_err().status,
-            415
-        );
-    }
-
-    #[test]
-    fn text_must_be_utf8_and_pages_are_found() {
-        assert_eq!(extract(Kind::Text, b"\xEF\xBB\xBFhi").unwrap().text, "hi");
-        assert_eq!(extract(Kind::Text, b"a\xff").unwrap_err().status, 422);
-        assert_eq!(page_of(&[], 5), None);
-        assert_eq!(page_of(&[0, 10, 20], 0), Some(1));
-        assert_eq!(page_of(&[0, 10, 20], 15), Some(2));
-        assert_eq!(page_of(&[0, 10, 20], 99), Some(3));
-    }
-
-    #[cfg(feature = "pdf")]
-    #[test]
-    fn a_pdf_gives_its_text_page_by_page_and_garbage_is_refused() {
-        let pdf = testing_pdf(&["The first page.", "Zebras graze at noon."]);
-        let out = extract(Kind::Pdf, &pdf).unwrap();
-        assert!(out.text.contains("first page"), "{:?}", out.text);
-        assert_eq!(out.page_starts.len(), 2);
-        let second = out.text.find("Zebras").unwrap();
-        assert_eq!(page_of(&out.page_starts, second), Some(2));
-        assert_eq!(
-            extract(Kind::Pdf, b"%PDF-1.4 nonsense").unwrap_err().status,
-            422
-        );
-    }
-
-    /// A minimal PDF with one line of Helvetica text per page.
-    #[cfg(feature = "pdf")]
-    pub(crate) fn testing_pdf(pages: &[&str]) -> Vec<u8> {
-        crate::extract::minimal_pdf(pages)
-    }
-}
-
 /// A minimal valid PDF with one line of Helvetica text per page (for tests
 /// here and in `tests/`, which build their fixture the same way).
 #[doc(hidden)]
@@ -260,4 +206,52 @@ pub fn minimal_pdf(pages: &[&str]) -> Vec<u8> {
         .as_bytes(),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_come_from_the_media_type_then_the_extension() {
+        assert_eq!(Kind::detect("a.PDF", None).unwrap(), Kind::Pdf);
+        assert_eq!(
+            Kind::detect("a.bin", Some("text/markdown; charset=utf-8")).unwrap(),
+            Kind::Markdown
+        );
+        assert_eq!(
+            Kind::detect("notes.md", Some("application/octet-stream")).unwrap(),
+            Kind::Markdown
+        );
+        assert_eq!(Kind::detect("a.exe", None).unwrap_err().status, 415);
+        assert_eq!(
+            Kind::detect("a.txt", Some("image/png")).unwrap_err().status,
+            415
+        );
+    }
+
+    #[test]
+    fn text_must_be_utf8_and_pages_are_found() {
+        assert_eq!(extract(Kind::Text, b"\xEF\xBB\xBFhi").unwrap().text, "hi");
+        assert_eq!(extract(Kind::Text, b"a\xff").unwrap_err().status, 422);
+        assert_eq!(page_of(&[], 5), None);
+        assert_eq!(page_of(&[0, 10, 20], 0), Some(1));
+        assert_eq!(page_of(&[0, 10, 20], 15), Some(2));
+        assert_eq!(page_of(&[0, 10, 20], 99), Some(3));
+    }
+
+    #[cfg(feature = "pdf")]
+    #[test]
+    fn a_pdf_gives_its_text_page_by_page_and_garbage_is_refused() {
+        let pdf = minimal_pdf(&["The first page.", "Zebras graze at noon."]);
+        let out = extract(Kind::Pdf, &pdf).unwrap();
+        assert!(out.text.contains("first page"), "{:?}", out.text);
+        assert_eq!(out.page_starts.len(), 2);
+        let second = out.text.find("Zebras").unwrap();
+        assert_eq!(page_of(&out.page_starts, second), Some(2));
+        assert_eq!(
+            extract(Kind::Pdf, b"%PDF-1.4 nonsense").unwrap_err().status,
+            422
+        );
+    }
 }

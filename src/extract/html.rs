@@ -160,7 +160,7 @@ mod tests {
             <table><tr><td>x</td><td>y</td></tr></table></body></html>";
         assert_eq!(
             to_text(html),
-            "Title & more\nOne two three\ncafé ☺ &bogus; a & b\nx y"
+            "Title & more\n\nOne two three\n\ncafé ☺ &bogus; a & b\n\nx y"
         );
         assert_eq!(to_text("plain <b>bold</b> <unclosed"), "plain bold");
     }
