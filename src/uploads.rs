@@ -85,15 +85,16 @@ impl Announced {
                 )));
             }
         };
-        let filename = request.filename.trim().to_string();
+        let filename = request.filename;
         if filename.is_empty() || filename.chars().count() > 255 {
             return Err(ApiError::invalid("filename must be 1 to 255 characters"));
         }
         if request.size == 0 || request.size > MAX_UPLOAD_BYTES {
-            return Err(ApiError::too_large(format!(
-                "size must be 1 to {MAX_UPLOAD_BYTES} bytes (50 MiB), not {}",
-                request.size
-            )));
+            return Err(ApiError::out_of_range(
+                "size",
+                request.size,
+                format!("1..={MAX_UPLOAD_BYTES} (50 MiB)"),
+            ));
         }
         let chunk_size = request.chunk_size.unwrap_or(DEFAULT_CHUNK);
         if !(CHUNK_RANGE.0..=CHUNK_RANGE.1).contains(&chunk_size) {
@@ -186,9 +187,11 @@ impl Uploads {
     pub fn start(&self, announced: Announced, now: Instant) -> Result<String, ApiError> {
         self.expire(now);
         if lock(&self.open).len() >= MAX_OPEN {
-            return Err(ApiError::busy(
+            return Err(ApiError::new(
+                429,
+                "too-many-uploads",
+                "Too many uploads",
                 format!("{MAX_OPEN} uploads are open; finish or cancel one first"),
-                5,
             ));
         }
         let mut raw = [0u8; 12];
@@ -229,16 +232,16 @@ impl Uploads {
             let mut open = lock(&self.open);
             let upload = open.get_mut(id).ok_or_else(|| no_upload(id))?;
             let chunks = upload.announced.chunks();
+            // 409s: the part does not fit the file the upload announced.
             if index >= chunks {
-                return Err(ApiError::out_of_range(
-                    "index",
-                    index,
-                    format!("0..{chunks}"),
-                ));
+                return Err(ApiError::conflict(format!(
+                    "index {index} is past the upload's last chunk ({})",
+                    chunks - 1
+                )));
             }
             let want = upload.announced.chunk_len(index);
             if data.len() as u64 != want {
-                return Err(ApiError::invalid(format!(
+                return Err(ApiError::conflict(format!(
                     "chunk {index} has {} bytes; it must have {want}",
                     data.len()
                 )));
@@ -428,7 +431,7 @@ mod tests {
             chunk_size: None,
             sha256: None,
         };
-        assert_eq!(Announced::check(big.clone()).unwrap_err().status, 413);
+        assert_eq!(Announced::check(big.clone()).unwrap_err().status, 422);
         let no_collection = UploadStartRequest {
             collection: None,
             size: 1,

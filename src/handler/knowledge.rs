@@ -31,6 +31,13 @@ use crate::jobs::{ConnectionId, Job, Lane, ReplySink};
 use crate::store::StoreSlot;
 use crate::uploads::{Announced, Finished, Purpose, Uploads};
 
+/// Standard base64, padded; bits past the last byte are ignored, as most
+/// decoders (the browser's `atob` among them) ignore them.
+const CHUNK_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
+
 impl Handler {
     pub(super) fn upload_start(&self, request: UploadStartRequest, now: Instant) -> Outcome {
         let announced = match Announced::check(request) {
@@ -57,7 +64,7 @@ impl Handler {
     pub(super) fn upload_chunk(&self, request: UploadChunkRequest, now: Instant) -> Outcome {
         let uploads = Arc::clone(&self.uploads);
         Outcome::Job(Job::new(Lane::Io, move |_| {
-            let data = base64::engine::general_purpose::STANDARD
+            let data = CHUNK_BASE64
                 .decode(request.data.as_bytes())
                 .map_err(|e| ApiError::invalid(format!("data is not base64: {e}")))?;
             let (received, chunks) =
