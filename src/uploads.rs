@@ -391,7 +391,7 @@ mod tests {
                 .write_chunk(&id, 1, &data[..10], now)
                 .unwrap_err()
                 .status,
-            422
+            409
         );
         uploads.write_chunk(&id, 1, &data[4096..8192], now).unwrap();
         uploads.write_chunk(&id, 1, &data[4096..8192], now).unwrap();
@@ -400,7 +400,7 @@ mod tests {
                 .write_chunk(&id, 3, &data[..1], now)
                 .unwrap_err()
                 .status,
-            422
+            409
         );
         let finished = uploads.finish(&id).unwrap();
         assert_eq!(finished.read().unwrap(), data);
