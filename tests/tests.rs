@@ -15,6 +15,7 @@ mod http;
 mod inference;
 #[cfg(feature = "llama")]
 mod instruct;
+mod knowledge;
 #[cfg(feature = "llama")]
 mod limits;
 mod native;

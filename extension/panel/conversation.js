@@ -18,6 +18,7 @@ import { speedLine } from '../lib/speed.js';
 import { settleActivity } from './activity.js';
 import { chat, client, rendererReady, state } from './context.js';
 import { refreshHistory } from './history.js';
+import { chosenCollections, showCitations } from './knowledge.js';
 import { addMessage, scrollToEnd, showSources } from './messages.js';
 import { errorText, notice, ui } from './ui.js';
 
@@ -62,6 +63,7 @@ async function sendTurn(input, opts = {}) {
       input,
       system: opts.system ?? (ui.systemPrompt.value.trim() || undefined),
       model,
+      ...(opts.sources ? {} : { collections: chosenCollections() }),
       onDelta: (_delta, text) => {
         first ??= performance.now();
         latest = text;
@@ -86,6 +88,7 @@ async function sendTurn(input, opts = {}) {
     foot.append(' ', copy);
     article.append(foot);
     if (opts.sources) showSources(article, opts.sources, citedIndexes(result.text, opts.sources.length));
+    if (result.citations) showCitations(article, result.citations);
   } catch (e) {
     finished = true;
     body.classList.remove('pending');

@@ -213,6 +213,10 @@ pub struct ChatRequest {
     /// Tools and output constraints.
     #[serde(flatten)]
     pub structure: Structure,
+    /// Knowledge-base collections to search for the last user message; the
+    /// best passages go into the system prompt and the reply's `citations`.
+    #[serde(default)]
+    pub collections: Vec<String>,
 }
 
 /// Generate: a raw prompt, no template.
@@ -250,6 +254,9 @@ pub struct ResponsesRequest {
     /// Stream token chunks (the default) or answer once.
     #[serde(default = "yes")]
     pub stream: bool,
+    /// Knowledge-base collections to ground the answer in (as Chat's).
+    #[serde(default)]
+    pub collections: Vec<String>,
     /// Sampling settings.
     #[serde(flatten)]
     pub sampling: Sampling,
@@ -463,6 +470,9 @@ pub struct ChatComplete {
     /// The session the turn was stored in (Responses only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The excerpts a chat with `collections` was given, numbered as cited.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub citations: Vec<super::Citation>,
 }
 
 /// Where a request stands (GetHaltStatus, StopGeneration).

@@ -263,6 +263,7 @@ fn run(
         },
         finish_reason: reply.finish_reason,
         session_id: None,
+        citations: Vec::new(),
         reasoning: reply.reasoning,
         tool_calls: reply.tool_calls,
         logprobs: reply.logprobs,
@@ -343,18 +344,37 @@ impl Handler {
                 call.id, call.kind
             ))));
         }
+        if let Err(error) = super::grounding::check(&request.collections) {
+            return Outcome::Reply(Response::error(error));
+        }
         let runner = self.chat_runner();
+        let grounding = (!request.collections.is_empty()).then(|| {
+            (
+                Arc::clone(&self.store),
+                self.embedder_source(Instant::now()),
+            )
+        });
         Outcome::Job(Job::new(Lane::Generate, move |ctx| {
-            runner
-                .run_chat(
-                    ctx,
-                    request.model.as_deref(),
+            let (messages, mut citations) = match &grounding {
+                Some((slot, source)) => super::grounding::ground(
+                    &*slot.get()?,
+                    source,
+                    &request.collections,
                     &request.messages,
-                    &request.sampling,
-                    &request.structure,
-                    request.stream,
-                )
-                .map(Response::ChatComplete)
+                )?,
+                None => (request.messages.clone(), Vec::new()),
+            };
+            let mut complete = runner.run_chat(
+                ctx,
+                request.model.as_deref(),
+                &messages,
+                &request.sampling,
+                &request.structure,
+                request.stream,
+            )?;
+            super::grounding::mark_cited(&complete.text, &mut citations);
+            complete.citations = citations;
+            Ok(Response::ChatComplete(complete))
         }))
     }
 

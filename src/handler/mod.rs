@@ -5,12 +5,15 @@
 //! replies go to the caller's [`ReplySink`]. It never knows which transport
 //! called it. Each area of the protocol has its own file.
 
+mod backup;
 mod chat;
 mod chat_context;
 mod chat_output;
 mod downloads;
 mod embeddings;
+mod grounding;
 mod history;
+mod knowledge;
 mod metrics;
 mod models;
 mod preload;
@@ -82,7 +85,7 @@ pub struct HandlerConfig {
 /// The state every request may touch; shared by all transports.
 pub struct Handler {
     stats: Arc<Stats>,
-    params: Params,
+    params: Arc<Params>,
     system: Arc<SystemProbe>,
     jobs: Jobs,
     models_dir: PathBuf,
@@ -97,6 +100,8 @@ pub struct Handler {
     store: Arc<crate::store::StoreSlot>,
     /// Every client's rate limits (none until [`Limiter::set`]).
     limiter: Arc<Limiter>,
+    /// Files arriving in parts (knowledge base documents, backups to restore).
+    uploads: Arc<crate::uploads::Uploads>,
     /// Preloads not finished yet (Health says `loading` meanwhile).
     preloading: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -133,7 +138,8 @@ impl Handler {
         models.start_housekeeping();
         Ok(Handler {
             stats: Arc::new(Stats::new(now)),
-            params: Params::load(config.data_dir.join("params.json")),
+            params: Arc::new(Params::load(config.data_dir.join("params.json"))),
+            uploads: Arc::new(crate::uploads::Uploads::new(&config.data_dir)),
             models,
             system,
             jobs: Jobs::new(config.limits)?,
@@ -270,6 +276,14 @@ impl Handler {
             Request::RagQuery(request) => self.rag_query(request, now),
             Request::ListCollections(_) => self.list_collections(),
             Request::ClearCollection(request) => self.clear_collection(request),
+            Request::UploadStart(request) => self.upload_start(request, now),
+            Request::UploadChunk(request) => self.upload_chunk(request, now),
+            Request::UploadFinish(request) => self.upload_finish(request, now),
+            Request::UploadCancel(request) => self.upload_cancel(request),
+            Request::ListDocuments(request) => self.list_documents(request),
+            Request::ExportSession(request) => self.export_session(request),
+            Request::Backup(_) => self.backup(),
+            Request::Restore(request) => self.restore(request),
         }
     }
 }

@@ -260,6 +260,7 @@ mod tests {
             },
             finish_reason,
             session_id: None,
+            citations: Vec::new(),
         }
     }
 
