@@ -17,9 +17,9 @@ PIP_PACKAGES := 'gguf==0.19.*' numpy openai 'schemathesis==4.32.5' jsonschema py
 
 BIN := target/release/tabagent
 
-.PHONY: run build models test test-extension bench deb deb-package deps apt pip npm clean
+.PHONY: run build models test test-extension extension bench deb deb-package deps apt pip npm clean
 
-run: deps build models
+run: deps build models extension
 	$(BIN) --data-dir "$(DATA_DIR)" --models-dir "$(MODELS_DIR)"
 
 build: deps
@@ -29,7 +29,7 @@ build: deps
 models:
 	$(PYTHON) assets/fetch_models.py --models-dir "$(MODELS_DIR)" --lib-dir "$(DATA_DIR)/lib"
 
-test: deps test-extension
+test: deps extension test-extension
 	$(CARGO) build --release
 	# the .deb, which tests/service.rs lists (dpkg-deb -c)
 	$(MAKE) --no-print-directory deb-package
@@ -44,6 +44,11 @@ test: deps test-extension
 	# The transport-only build (profile slim: opt-level z) still builds.
 	$(CARGO) build --profile slim --no-default-features
 	@ls -l target/slim/tabagent | awk '{print "transport-only binary: " $$5 " bytes"}'
+
+# The extension folder with its vendored libraries (npm target), and the
+# zip for the stores in target/extension/.
+extension: npm
+	cd extension && npm run pack --silent
 
 # The extension's unit tests (node's runner, fake ports) and its type check.
 test-extension: npm

@@ -8,6 +8,11 @@ import { TabAgentClient } from './lib/client.js';
 import { CONNECTION_KEYS, DEFAULT_SETTINGS, loadSettings, parseSettings } from './lib/settings.js';
 import { RELAY_PORT_NAME } from './lib/protocol.js';
 import { Relay } from './lib/relay.js';
+import { PAGE_PORT_NAME, PageGate } from './lib/page-gate.js';
+import { normalizeOrigin } from './lib/page-origins.js';
+import { accessFor, noteAsked, syncPageScripts } from './lib/page-sites.js';
+import { buildMenus, runCommand, runMenuAction } from './lib/menus.js';
+import { TEMPLATES_KEY } from './lib/actions.js';
 import { RtcPortBroker, keyFromHost, nativeTransport, webrtcTransport } from './lib/transports.js';
 
 /** @type {import('./lib/settings.js').Settings} */
@@ -45,9 +50,54 @@ const settingsReady = loadSettings(chrome.storage.local).then(
 
 const relay = new Relay(client, { ready: settingsReady });
 
+// Web pages (through page-bridge.js) and other extensions reach the page
+// API through the gate, which checks the origin Chrome reports for them.
+const gate = new PageGate(client, {
+  ready: settingsReady,
+  access: (origin) => accessFor(chrome, origin),
+  pageModel: async () => (await loadSettings(chrome.storage.local)).pageModel,
+  onRefused: (origin) => noteAsked(chrome, origin, Date.now()).catch(() => {}),
+  onActivity: (tabId, active) => {
+    // a badge on the tab's toolbar button while a page uses the model
+    chrome.action.setBadgeText({ tabId, text: active ? 'AI' : '' }).catch(() => {});
+    if (active) chrome.action.setBadgeBackgroundColor({ tabId, color: '#1a73e8' }).catch(() => {});
+  },
+});
+
+/** @param {chrome.runtime.Port} port */
+function attachPage(port) {
+  const sender = port.sender;
+  const origin = normalizeOrigin(sender?.origin ?? sender?.url);
+  if (!origin || sender?.tab?.id === undefined || sender.id !== chrome.runtime.id) {
+    port.disconnect();
+    return;
+  }
+  gate.attach(port, origin, sender.tab.id);
+}
+
+chrome.runtime.onConnectExternal.addListener((port) => {
+  // another extension: allowed when the user (or the policy) enabled chrome-extension://<its id>
+  const origin = port.sender?.id ? normalizeOrigin(`chrome-extension://${port.sender.id}`) : null;
+  if (!origin) {
+    port.disconnect();
+    return;
+  }
+  gate.attach(port, origin);
+});
+
+const syncSites = () => syncPageScripts(chrome).catch((e) => console.warn('tabagent: page API content scripts', e));
+syncSites();
+chrome.permissions.onAdded.addListener(syncSites);
+chrome.permissions.onRemoved.addListener(syncSites);
+chrome.storage.onChanged.addListener((changes, area) => {
+  if (area === 'managed' || (area === 'local' && 'pageAccess' in changes)) syncSites();
+});
+
 chrome.runtime.onConnect.addListener((port) => {
   if (port.name === RELAY_PORT_NAME) {
     relay.attach(port);
+  } else if (port.name === PAGE_PORT_NAME) {
+    attachPage(port);
   } else if (!broker.offer(port)) {
     port.disconnect(); // nobody else should be connecting to us
   }
@@ -69,3 +119,17 @@ chrome.storage.onChanged.addListener((changes, area) => {
 // The toolbar button opens the side panel. Clicking it also grants activeTab
 // for the current page, which "ask about this page" needs.
 chrome.sidePanel.setPanelBehavior({ openPanelOnActionClick: true }).catch((e) => console.warn('tabagent: side panel', e));
+
+// Actions on what the user selects: the context menu and the keyboard command.
+chrome.runtime.onInstalled.addListener(() => buildMenus(chrome).catch((e) => console.warn('tabagent: menus', e)));
+chrome.storage.onChanged.addListener((changes, area) => {
+  if (area === 'local' && TEMPLATES_KEY in changes) buildMenus(chrome).catch((e) => console.warn('tabagent: menus', e));
+});
+chrome.contextMenus.onClicked.addListener((info, tab) => {
+  runMenuAction(chrome, info, tab).catch((e) => console.warn('tabagent: action', e));
+});
+chrome.commands.onCommand.addListener((command, tab) => {
+  runCommand(chrome, command, tab).catch((e) => console.warn('tabagent: command', e));
+});
+// what a menu click does, for the browser test (a headless browser has no menu to click)
+Object.assign(globalThis, { tabagentMenuAction: (/** @type {any} */ info, /** @type {any} */ tab) => runMenuAction(chrome, info, tab) });

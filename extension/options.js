@@ -1,11 +1,14 @@
 // Options page: edits the settings the service worker reacts to
-// (chrome.storage.local), tests the connection, and shows the extension id
-// with the command that registers the native host for it.
+// (chrome.storage.local), tests the connection, shows the extension id
+// with the command that registers the native host for it, and the sites
+// allowed to use the page API (options-sites.js).
 
 import { createPageClient } from './lib/page-client.js';
 import { LocalReq, Req } from './lib/protocol.js';
 import { describeHealth } from './lib/readers.js';
 import { loadSettings, normalizeServerUrl, saveSettings } from './lib/settings.js';
+import { initSites } from './options-sites.js';
+import { TEMPLATES_KEY } from './lib/actions.js';
 
 /** @param {string} id */
 const $ = (id) => /** @type {any} */ (document.getElementById(id));
@@ -28,6 +31,7 @@ async function show() {
   $('ext-id').textContent = chrome.runtime.id;
   $('install-cmd').textContent = `tabagent install-host --extension-id ${chrome.runtime.id}`;
   $('allow-cmd').textContent = `tabagent allow-extension ${chrome.runtime.id}`;
+  $('templates').value = (await chrome.storage.local.get(TEMPLATES_KEY))[TEMPLATES_KEY] ?? '';
 }
 
 /** @param {SubmitEvent} ev */
@@ -44,6 +48,7 @@ async function save(ev) {
     serverUrl: url,
     apiKey: apiKey.value.trim(),
   });
+  await chrome.storage.local.set({ [TEMPLATES_KEY]: $('templates').value });
   serverUrl.value = url;
   saved.textContent = 'saved';
   setTimeout(() => (saved.textContent = ''), 2000);
@@ -68,3 +73,4 @@ $('show-key').addEventListener('change', (/** @type {Event} */ ev) => {
   apiKey.type = /** @type {HTMLInputElement} */ (ev.target).checked ? 'text' : 'password';
 });
 show();
+initSites();

@@ -9,6 +9,7 @@
 
 import { EVENT_CLIENT_STATUS, LocalReq, Req } from './lib/protocol.js';
 import { loadSettings, saveSettings } from './lib/settings.js';
+import { watchActions } from './panel/actions.js';
 import { resetActivity, watchServer } from './panel/activity.js';
 import { chat, client, rendererReady, state } from './panel/context.js';
 import { askAboutPage, onSend, setBusy } from './panel/conversation.js';
@@ -75,6 +76,8 @@ async function start() {
   await refreshModels();
   const renderer = await rendererReady;
   if (!renderer.rich) notice('Markdown is off: run `npm run build` in extension/ to copy the libraries.');
+  // a context menu action or the keyboard command that opened the panel
+  await watchActions();
 }
 
 start();

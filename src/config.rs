@@ -230,6 +230,13 @@ settings! {
     queue_capacity: usize = |_: &Defaults| 256,
     /// Bytes loaded models may take in all (0: the memory available).
     memory_budget: u64 = |_: &Defaults| 0,
+    /// Generations each loaded chat model runs at once (0: 4, or fewer on a
+    /// machine with one core or under 4 GiB of memory).
+    parallel: u32 = |_: &Defaults| 0,
+    /// A generation that reaches the end of the context drops the older half
+    /// of its tokens after the first (up to a quarter of the context) and goes
+    /// on, instead of stopping with `length`.
+    context_shift: bool = |_: &Defaults| false,
     /// Seconds a model stays loaded without use (0: until unloaded or evicted).
     keep_alive: Seconds = |_: &Defaults| Seconds(300),
     /// Available memory in bytes below which subscribers get `LowMemory` (0: never).

@@ -55,11 +55,16 @@ pub trait ReplySink: Send + Sync {
     fn mute(&self) {}
 }
 
-/// Which pool a job runs on: model work must not starve quick store work.
+/// Which pool a job runs on: model work must not starve quick store work,
+/// and generation must not starve embeddings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
-    /// Inference: generation, embedding and model loading (one thread).
+    /// Inference other than generation: embedding and model loading (one thread).
     Model,
+    /// Generation (chat, completions): a job mostly waits for its model's
+    /// thread, which batches the tokens of every running request, so this
+    /// pool has a thread per request a model may run at once and then some.
+    Generate,
     /// Everything else that touches the disk or the network: database reads
     /// and writes, model downloads.
     Io,
@@ -175,6 +180,7 @@ type Found = (JobId, Arc<AtomicBool>, Arc<dyn ReplySink>);
 /// The pools and the registry of running requests.
 pub struct Jobs {
     model: LanePool,
+    generate: LanePool,
     io: LanePool,
     /// Relay jobs accepted and not finished (each on its own thread).
     relay: Arc<AtomicUsize>,
@@ -187,6 +193,8 @@ pub struct Jobs {
 pub struct JobLimits {
     /// Threads for model work.
     pub model_threads: usize,
+    /// Threads for generation jobs (they wait on the model's thread).
+    pub generate_threads: usize,
     /// Threads for disk work.
     pub io_threads: usize,
     /// Jobs a lane accepts before it answers 503.
@@ -198,6 +206,7 @@ impl Jobs {
     pub fn new(limits: JobLimits) -> Result<Jobs, String> {
         Ok(Jobs {
             model: LanePool::new("model", limits.model_threads, limits.queue_capacity)?,
+            generate: LanePool::new("generate", limits.generate_threads, limits.queue_capacity)?,
             io: LanePool::new("io", limits.io_threads, limits.queue_capacity)?,
             relay: Arc::default(),
             capacity: limits.queue_capacity.max(1),
@@ -219,6 +228,11 @@ impl Jobs {
                 Some(&self.model.pool),
                 &self.model.in_flight,
                 self.model.capacity,
+            ),
+            Lane::Generate => (
+                Some(&self.generate.pool),
+                &self.generate.in_flight,
+                self.generate.capacity,
             ),
             Lane::Io => (Some(&self.io.pool), &self.io.in_flight, self.io.capacity),
             Lane::Relay => (None, &self.relay, self.capacity),
@@ -336,7 +350,7 @@ impl Jobs {
     }
 
     /// Per lane: its name, jobs waiting for a thread, and jobs running.
-    pub fn lanes(&self) -> [(&'static str, usize, usize); 3] {
+    pub fn lanes(&self) -> [(&'static str, usize, usize); 4] {
         let lane = |name, lane: &LanePool| {
             let in_flight = lane.in_flight.load(Ordering::Acquire);
             let threads = lane.pool.current_num_threads();
@@ -349,20 +363,18 @@ impl Jobs {
         let relay = self.relay.load(Ordering::Acquire);
         [
             lane("model", &self.model),
+            lane("generate", &self.generate),
             lane("io", &self.io),
             ("relay", 0, relay),
         ]
     }
 
-    /// Generations that can run at once: the model lane's threads.
-    pub fn generation_slots(&self) -> usize {
-        self.model.pool.current_num_threads()
-    }
-
-    /// Jobs accepted and not yet finished, over both lanes.
+    /// Jobs accepted and not yet finished, over all lanes.
     pub fn in_flight(&self) -> usize {
-        self.model.in_flight.load(Ordering::Acquire)
-            + self.io.in_flight.load(Ordering::Acquire)
+        [&self.model, &self.generate, &self.io]
+            .iter()
+            .map(|lane| lane.in_flight.load(Ordering::Acquire))
+            .sum::<usize>()
             + self.relay.load(Ordering::Acquire)
     }
 }
@@ -441,6 +453,7 @@ mod tests {
     fn jobs(capacity: usize) -> Jobs {
         Jobs::new(JobLimits {
             model_threads: 1,
+            generate_threads: 2,
             io_threads: 1,
             queue_capacity: capacity,
         })

@@ -27,6 +27,7 @@ pub mod engine;
 pub mod error;
 pub mod event_loop;
 pub mod events;
+pub mod extract;
 pub mod fetch;
 pub mod fsutil;
 pub mod handler;
@@ -47,6 +48,7 @@ pub mod stats;
 pub mod store;
 pub mod system;
 pub mod transport;
+pub mod uploads;
 pub mod upstream;
 
 /// The optional backends compiled into this build.

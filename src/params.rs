@@ -77,6 +77,25 @@ impl Params {
     }
 }
 
+impl Params {
+    /// Replaces the defaults whole (Restore), validated and persisted as
+    /// SetParams does.
+    pub fn replace(&self, next: GenerationParams) -> Result<GenerationParams, ApiError> {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        validate(&next)?;
+        // Serializing plain numbers cannot fail.
+        let bytes = serde_json::to_vec_pretty(&next).expect("params serialize");
+        write_atomic(&self.path, &bytes).map_err(|e| {
+            ApiError::internal(format!(
+                "cannot save parameters to {}: {e}",
+                self.path.display()
+            ))
+        })?;
+        *current = next.clone();
+        Ok(next)
+    }
+}
+
 fn apply(params: &mut GenerationParams, patch: &ParamsPatch) -> Result<(), ApiError> {
     macro_rules! take {
         ($($field:ident),*) => { $( if let Some(value) = patch.$field { params.$field = value; } )* };

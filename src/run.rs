@@ -154,12 +154,16 @@ fn serve(
             models_dir: config.models_dir.clone(),
             limits: JobLimits {
                 model_threads: 1,
+                // Every slot of a few loaded models, and requests waiting for one.
+                generate_threads: 32,
                 io_threads: cores.max(2),
                 queue_capacity: config.queue_capacity,
             },
             memory_budget: config.memory_budget,
             keep_alive: std::time::Duration::from_secs(config.keep_alive.0),
             low_memory_bytes: config.low_memory_bytes,
+            parallel: config.parallel,
+            context_shift: config.context_shift,
             pull: crate::fetch::PullPolicy::from_config(&config),
         },
         started,

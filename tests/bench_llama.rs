@@ -17,6 +17,10 @@
 //! The model: `$TABAGENT_BENCH_MODEL`, else `gemma-3-270m-q4_k_m.gguf` in
 //! `$TABAGENT_TEST_MODELS` or `target/test-models`.
 //!
+//! Then concurrent streams (`concurrent.rs`): aggregate generation rates
+//! at 1, 2 and 4 streams through tabagent against the same batched loop
+//! driven directly, and a short request's first token behind three long ones.
+//!
 //! With `TABAGENT_BENCH_BASELINE` set to another build of tabagent (the
 //! previous commit's, say), that build over HTTP is one more side of every
 //! round, so the two builds are compared in the same run.
@@ -34,6 +38,9 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use serde_json::{Value, json};
 use tabagent::engine::llama::{backend, context_params, sampler_chain};
 use tabagent::engine::text::SamplingConfig;
+
+#[path = "bench_llama/concurrent.rs"]
+mod concurrent;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_tabagent");
 const THREADS: u32 = 2;
@@ -275,7 +282,7 @@ fn command(binary: &str, models: &std::path::Path, data: &std::path::Path) -> Co
 
 fn load_message() -> Value {
     json!({"id": "load", "request_type": "LoadModel", "model": "bench",
-        "context_size": CONTEXT, "threads": THREADS})
+        "context_size": CONTEXT, "threads": THREADS, "parallel": 4})
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -298,7 +305,7 @@ fn main() {
     std::os::unix::fs::symlink(&path, models.join("bench.gguf")).unwrap();
 
     // tabagent over HTTP, and over native messaging: model preloaded with the same settings.
-    let (mut server, addr) = http_server(BINARY, &models, &scratch.join("http"));
+    let (server, addr) = http_server(BINARY, &models, &scratch.join("http"));
     let baseline = std::env::var("TABAGENT_BENCH_BASELINE")
         .ok()
         .map(|binary| http_server(&binary, &models, &scratch.join("baseline")));
@@ -415,6 +422,7 @@ fn main() {
             http.2 / old.2
         );
     }
+    concurrent::run(&model, addr);
     for (mut server, _) in [Some((server, addr)), baseline].into_iter().flatten() {
         let _ = server.kill();
         let _ = server.wait();

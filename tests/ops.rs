@@ -234,13 +234,17 @@ fn metrics_count_the_tokens_of_a_generation_and_its_model() {
     assert_eq!(moved("tabagent_time_to_first_token_seconds_count"), 1.0);
     assert_eq!(value(&after, "tabagent_models_loaded", &[]), 1.0);
     assert!(value(&after, "tabagent_model_memory_bytes", &[("model", "tiny")]) > 0.0);
+    // Every slot /api/loaded shows is idle again once the reply is in.
+    let loaded = server.get("/api/loaded").ok_json();
+    let slots = loaded["models"][0]["slots"].as_array().unwrap().len();
+    assert!(slots >= 1, "{loaded}");
     assert_eq!(
         value(
             &after,
             "tabagent_slots",
             &[("model", "tiny"), ("state", "idle")]
         ),
-        1.0
+        slots as f64
     );
     let chats = [
         ("route", "/v1/chat/completions"),

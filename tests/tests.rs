@@ -4,6 +4,8 @@
 mod util;
 
 mod cli;
+#[cfg(feature = "llama")]
+mod context;
 mod docs;
 #[cfg(feature = "onnx")]
 mod embeddings;
@@ -13,6 +15,7 @@ mod http;
 mod inference;
 #[cfg(feature = "llama")]
 mod instruct;
+mod knowledge;
 #[cfg(feature = "llama")]
 mod limits;
 mod native;
@@ -27,6 +30,8 @@ mod responses;
 #[cfg(feature = "webrtc")]
 mod rtc;
 mod service;
+#[cfg(feature = "llama")]
+mod slots;
 mod store;
 #[cfg(feature = "llama")]
 mod structured;

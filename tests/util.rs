@@ -518,3 +518,89 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[line_end + 2 + size + 2..];
     }
 }
+
+/// A streamed request on a connection of its own, read event by event (the
+/// response head, with `X-Job-Id`, comes with the first event).
+pub struct EventStream {
+    socket: TcpStream,
+    buffered: Vec<u8>,
+    /// The job id from the head, once read.
+    pub job: Option<String>,
+}
+
+impl EventStream {
+    /// Sends `body` to `path` (POST, with the key) and returns at once.
+    pub fn send(addr: SocketAddr, path: &str, body: &Value) -> EventStream {
+        let mut socket = TcpStream::connect(addr).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let body = body.to_string();
+        write!(
+            socket,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            auth_line(),
+            body.len()
+        )
+        .unwrap();
+        EventStream {
+            socket,
+            buffered: Vec::new(),
+            job: None,
+        }
+    }
+
+    /// Waits for the head; returns the job id it names.
+    pub fn head(&mut self) -> String {
+        if let Some(job) = &self.job {
+            return job.clone();
+        }
+        let head = self.read_until(b"\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let job = head
+            .lines()
+            .find_map(|line| line.strip_prefix("X-Job-Id: "))
+            .unwrap_or_else(|| panic!("no X-Job-Id in {head}"))
+            .trim()
+            .to_string();
+        self.job = Some(job.clone());
+        job
+    }
+
+    fn read_until(&mut self, end: &[u8]) -> String {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(at) = self.buffered.windows(end.len()).position(|w| w == end) {
+                let taken: Vec<u8> = self.buffered.drain(..at + end.len()).collect();
+                return String::from_utf8_lossy(&taken).to_string();
+            }
+            let n = self.socket.read(&mut buf).expect("the stream goes on");
+            assert!(n > 0, "the stream ended early");
+            self.buffered.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// The next `data:` event's JSON (chunk framing lines and comments are skipped).
+    pub fn next_event(&mut self) -> Value {
+        self.head();
+        loop {
+            let event = self.read_until(b"\n\n");
+            if let Some(data) = event.split("data: ").nth(1) {
+                return serde_json::from_str(data.trim()).unwrap();
+            }
+        }
+    }
+
+    /// Every event up to and including the final one (`done: true`).
+    pub fn until_done(&mut self) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let event = self.next_event();
+            let done = event["done"] == true;
+            events.push(event);
+            if done {
+                return events;
+            }
+        }
+    }
+}

@@ -11,12 +11,13 @@ import { finalText } from './readers.js';
 /**
  * @typedef {import('./client.js').TabAgentClient} TabAgentClient
  * @typedef {import('./readers.js').HistoryMessage} HistoryMessage
- * @typedef {{text: string, finishReason: string, usage: {prompt_tokens?: number, completion_tokens?: number} | null}} TurnResult
+ * @typedef {{text: string, finishReason: string, usage: {prompt_tokens?: number, completion_tokens?: number} | null, citations?: any[]}} TurnResult
  * @typedef {object} TurnOptions
  * @property {string} input
  * @property {string} [system]   system prompt for this turn
  * @property {string} [model]
  * @property {Record<string, number>} [params]  temperature, top_p, max_tokens, ...
+ * @property {string[]} [collections]  knowledge-base collections to ground the answer in (the reply cites them)
  * @property {(delta: string, text: string) => void} [onDelta]
  */
 
@@ -87,6 +88,7 @@ export class ChatController {
           input: turn.input,
           ...(turn.system ? { system: turn.system } : {}),
           ...(turn.model ? { model: turn.model } : {}),
+          ...(turn.collections?.length ? { collections: turn.collections } : {}),
           ...turn.params,
         }, turn);
       } catch (e) {
@@ -100,7 +102,8 @@ export class ChatController {
         ...this.messages,
         { role: 'user', content: turn.input },
       ];
-      result = await this.#stream(Req.Chat, { messages, ...(turn.model ? { model: turn.model } : {}), ...turn.params }, turn);
+      const collections = turn.collections?.length ? { collections: turn.collections } : {};
+      result = await this.#stream(Req.Chat, { messages, ...(turn.model ? { model: turn.model } : {}), ...collections, ...turn.params }, turn);
       await this.#save('user', turn.input);
       await this.#save('assistant', result.text, { finish_reason: result.finishReason });
     }
@@ -133,6 +136,7 @@ export class ChatController {
             text,
             finishReason: typeof msg.finish_reason === 'string' ? msg.finish_reason : 'stop',
             usage: msg.usage && typeof msg.usage === 'object' ? msg.usage : null,
+            ...(Array.isArray(msg.citations) && msg.citations.length ? { citations: msg.citations } : {}),
           };
         }
         const delta = chunkText(msg);

@@ -13,6 +13,7 @@ import { DEFAULT_SERVER_URL } from './protocol.js';
  * @property {string} serverUrl
  * @property {string} apiKey
  * @property {string} systemPrompt
+ * @property {string} pageModel  the chat model web pages get through the page API ('' = the server's default)
  */
 
 /** @type {Readonly<Settings>} */
@@ -21,6 +22,7 @@ export const DEFAULT_SETTINGS = Object.freeze({
   serverUrl: DEFAULT_SERVER_URL,
   apiKey: '',
   systemPrompt: '',
+  pageModel: '',
 });
 
 /** Storage keys the service worker reacts to (a change reconnects). */
@@ -65,6 +67,7 @@ export function parseSettings(raw) {
     serverUrl: normalizeServerUrl(r.serverUrl) ?? DEFAULT_SETTINGS.serverUrl,
     apiKey: typeof r.apiKey === 'string' ? r.apiKey.trim() : '',
     systemPrompt: typeof r.systemPrompt === 'string' ? r.systemPrompt : '',
+    pageModel: typeof r.pageModel === 'string' ? r.pageModel.trim() : '',
   };
 }
 

@@ -14,9 +14,11 @@ import {
 } from '../lib/page-context.js';
 import { Req } from '../lib/protocol.js';
 import { readHits } from '../lib/readers.js';
+import { speedLine } from '../lib/speed.js';
 import { settleActivity } from './activity.js';
 import { chat, client, rendererReady, state } from './context.js';
 import { refreshHistory } from './history.js';
+import { chosenCollections, showCitations } from './knowledge.js';
 import { addMessage, scrollToEnd, showSources } from './messages.js';
 import { errorText, notice, ui } from './ui.js';
 
@@ -47,6 +49,9 @@ async function sendTurn(input, opts = {}) {
   let finished = false;
   let frame = 0;
   let latest = '';
+  const started = performance.now();
+  /** @type {number | null} */
+  let first = null;
   const draw = () => {
     frame = 0;
     if (finished) return;
@@ -58,7 +63,9 @@ async function sendTurn(input, opts = {}) {
       input,
       system: opts.system ?? (ui.systemPrompt.value.trim() || undefined),
       model,
+      ...(opts.sources ? {} : { collections: chosenCollections() }),
       onDelta: (_delta, text) => {
+        first ??= performance.now();
         latest = text;
         if (!frame) frame = requestAnimationFrame(draw);
       },
@@ -70,9 +77,18 @@ async function sendTurn(input, opts = {}) {
     foot.className = 'foot';
     const tokens = result.usage?.completion_tokens;
     const why = result.finishReason === 'stop' ? '' : result.finishReason === 'length' ? 'stopped at the token limit' : result.finishReason;
-    foot.textContent = [why, tokens ? `${tokens} tokens` : ''].filter(Boolean).join(' · ');
-    if (foot.textContent) article.append(foot);
+    const speed = speedLine({ start: started, first, end: performance.now(), tokens });
+    foot.textContent = [why, speed].filter(Boolean).join(' · ');
+    const copy = document.createElement('button');
+    copy.type = 'button';
+    copy.className = 'link copy';
+    copy.textContent = 'copy';
+    copy.title = 'Copy the answer (markdown)';
+    copy.addEventListener('click', () => navigator.clipboard.writeText(result.text).then(() => (copy.textContent = 'copied'), () => (copy.textContent = 'copy failed')));
+    foot.append(' ', copy);
+    article.append(foot);
     if (opts.sources) showSources(article, opts.sources, citedIndexes(result.text, opts.sources.length));
+    if (result.citations) showCitations(article, result.citations);
   } catch (e) {
     finished = true;
     body.classList.remove('pending');

@@ -16,14 +16,31 @@ const manifest = JSON.parse(readFileSync(join(root, 'manifest.json'), 'utf8'));
 
 test('the manifest is MV3 with exactly the permissions the extension needs', () => {
   assert.equal(manifest.manifest_version, 3);
-  assert.deepEqual([...manifest.permissions].sort(), ['activeTab', 'nativeMessaging', 'offscreen', 'scripting', 'sidePanel', 'storage']);
+  assert.deepEqual([...manifest.permissions].sort(), ['activeTab', 'contextMenus', 'nativeMessaging', 'offscreen', 'scripting', 'sidePanel', 'storage']);
   assert.deepEqual([...manifest.host_permissions].sort(), ['http://127.0.0.1/*', 'http://localhost/*']);
   assert.equal(manifest.optional_permissions, undefined);
-  assert.equal(manifest.content_scripts, undefined, 'page text is read on demand with activeTab');
+  // other sites are asked for one by one, when the user enables the page API there; never <all_urls>
+  assert.deepEqual([...manifest.optional_host_permissions].sort(), ['http://*/*', 'https://*/*']);
+  assert.ok(!JSON.stringify(manifest).includes('<all_urls>'));
+  // the page API's scripts, on loopback pages only (other sites: registered at run time)
+  assert.equal(manifest.content_scripts.length, 2);
+  for (const cs of manifest.content_scripts) {
+    assert.deepEqual([...cs.matches].sort(), ['http://127.0.0.1/*', 'http://localhost/*']);
+    assert.equal(cs.run_at, 'document_start');
+  }
+  assert.deepEqual(manifest.content_scripts[0], { matches: cs0Matches(), js: ['page-tasks.js', 'page-api.js'], world: 'MAIN', run_at: 'document_start' });
+  assert.deepEqual(manifest.content_scripts[1].js, ['page-bridge.js']);
+  assert.equal(manifest.content_scripts[1].world, undefined, 'the bridge runs in the isolated world');
+  assert.equal(manifest.storage.managed_schema, 'managed_schema.json');
+  assert.deepEqual(manifest.externally_connectable, { ids: ['*'] }, 'other extensions, never web pages directly');
   assert.equal(manifest.web_accessible_resources, undefined, 'no extension page is reachable from the web');
   assert.equal(manifest.background.type, 'module');
   assert.match(manifest.version, /^\d+(\.\d+){0,3}$/);
 });
+
+function cs0Matches() {
+  return ['http://127.0.0.1/*', 'http://localhost/*'];
+}
 
 test('every file the manifest names exists', () => {
   const files = [
@@ -34,6 +51,9 @@ test('every file the manifest names exists', () => {
     ...Object.values(manifest.action.default_icon),
     'offscreen.html',
     'test-hook.html',
+    'page-replace.js',
+    manifest.storage.managed_schema,
+    ...manifest.content_scripts.flatMap((/** @type {any} */ cs) => cs.js),
   ];
   for (const f of files) assert.ok(existsSync(join(root, /** @type {string} */ (f))), `${f} is missing`);
 });

@@ -114,6 +114,7 @@ test('settings fall back to defaults on bad input', () => {
     serverUrl: 'http://127.0.0.1:8080',
     apiKey: '',
     systemPrompt: '',
+    pageModel: '',
   });
   assert.equal(normalizeServerUrl(' http://localhost:9000/ '), 'http://localhost:9000');
   assert.equal(normalizeServerUrl('http://127.0.0.1:8080/base/'), 'http://127.0.0.1:8080/base');

@@ -138,6 +138,10 @@ pub struct Structure {
     /// Tools the model may call.
     #[serde(default)]
     pub tools: Vec<Tool>,
+    /// Whether a conversation too long for the context loses its oldest
+    /// turns (absent: yes); false makes it a 400 saying by how much.
+    #[serde(default)]
+    pub truncate: Option<bool>,
     /// Whether and which tool it must call (`auto` when tools are given).
     #[serde(default)]
     pub tool_choice: Option<ToolChoice>,
@@ -188,6 +192,9 @@ pub struct Sampling {
     pub ignore_eos: bool,
     /// End-of-sequence is not taken before this many tokens.
     pub min_tokens: Option<u32>,
+    /// Choices to generate from the prompt (1 when left out), at most the
+    /// model's parallel slots; each has its own seed (the seed, plus its index).
+    pub n: Option<u32>,
 }
 
 /// Chat: the model's chat template is applied to `messages`.
@@ -214,6 +221,10 @@ pub struct ChatRequest {
     /// implement): the 400 a local model answers; an upstream never sees it.
     #[serde(default)]
     pub unsupported: Option<String>,
+    /// Knowledge-base collections to search for the last user message; the
+    /// best passages go into the system prompt and the reply's `citations`.
+    #[serde(default)]
+    pub collections: Vec<String>,
 }
 
 /// Generate: a raw prompt, no template.
@@ -259,6 +270,9 @@ pub struct ResponsesRequest {
     /// Stream token chunks (the default) or answer once.
     #[serde(default = "yes")]
     pub stream: bool,
+    /// Knowledge-base collections to ground the answer in (as Chat's).
+    #[serde(default)]
+    pub collections: Vec<String>,
     /// Sampling settings.
     #[serde(flatten)]
     pub sampling: Sampling,
@@ -339,6 +353,9 @@ pub struct ChatChunk {
     /// Log probabilities of the tokens behind this chunk (when asked).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub logprobs: Vec<TokenLogprob>,
+    /// The choice it belongs to (`n` > 1; absent: the first).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub index: u32,
 }
 
 impl ChatChunk {
@@ -419,6 +436,26 @@ pub enum FinishReason {
     ToolCalls,
 }
 
+/// One further choice of a request with `n` > 1.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatChoice {
+    /// Its index (1 and up; the reply itself is choice 0).
+    pub index: u32,
+    /// Its text.
+    pub text: String,
+    /// Its reasoning, when any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// The tools it called.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// Its tokens' log probabilities (when asked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprob>,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+}
+
 /// The final message of a chat or generation.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatComplete {
@@ -438,6 +475,10 @@ pub struct ChatComplete {
     /// Messages dropped from the middle of an over-long conversation.
     #[serde(skip_serializing_if = "is_zero")]
     pub trimmed_messages: u32,
+    /// The further choices of a request with `n` > 1 (the reply itself is
+    /// the first); usage counts all of them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<ChatChoice>,
     /// Token counts.
     pub usage: Usage,
     /// Why it ended.
@@ -452,6 +493,9 @@ pub struct ChatComplete {
     /// local `upstream_fallback` model did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_from: Option<String>,
+    /// The excerpts a chat with `collections` was given, numbered as cited.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub citations: Vec<super::Citation>,
 }
 
 /// Where a request stands (GetHaltStatus, StopGeneration).

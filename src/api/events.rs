@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::PullProgress;
+use super::{IndexProgress, PullProgress};
 
 /// `{"request_type": "Subscribe", "events": [...]}`: the event names wanted;
 /// empty or left out means all of them.
@@ -26,16 +26,18 @@ pub enum EventKind {
     ModelLoaded,
     ModelUnloaded,
     LowMemory,
+    IndexProgress,
 }
 
 impl EventKind {
     /// Every kind, in the order the docs list them.
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::ModelLoadProgress,
         EventKind::PullProgress,
         EventKind::ModelLoaded,
         EventKind::ModelUnloaded,
         EventKind::LowMemory,
+        EventKind::IndexProgress,
     ];
 
     /// Its name on the wire.
@@ -46,6 +48,7 @@ impl EventKind {
             EventKind::ModelLoaded => "ModelLoaded",
             EventKind::ModelUnloaded => "ModelUnloaded",
             EventKind::LowMemory => "LowMemory",
+            EventKind::IndexProgress => "IndexProgress",
         }
     }
 
@@ -108,6 +111,8 @@ pub enum ServerEvent {
         /// Bytes of RAM.
         total_bytes: u64,
     },
+    /// An uploaded document is being indexed: "chunk N of M", then done or failed.
+    IndexProgress(IndexProgress),
 }
 
 impl ServerEvent {
@@ -119,6 +124,7 @@ impl ServerEvent {
             ServerEvent::ModelLoaded { .. } => EventKind::ModelLoaded,
             ServerEvent::ModelUnloaded { .. } => EventKind::ModelUnloaded,
             ServerEvent::LowMemory { .. } => EventKind::LowMemory,
+            ServerEvent::IndexProgress(_) => EventKind::IndexProgress,
         }
     }
 }
@@ -129,7 +135,7 @@ mod tests {
 
     #[test]
     fn event_names_are_checked() {
-        assert_eq!(EventKind::parse_list(&[]).unwrap().len(), 5);
+        assert_eq!(EventKind::parse_list(&[]).unwrap().len(), 6);
         let one = EventKind::parse_list(&["LowMemory".into()]).unwrap();
         assert_eq!(one, [EventKind::LowMemory]);
         let error = EventKind::parse_list(&["Nope".into()]).unwrap_err();

@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod events;
 mod ids;
+pub mod knowledge;
 pub mod models;
 pub mod responses;
 pub mod retrieval;
@@ -22,6 +23,7 @@ use crate::error::ApiError;
 pub use chat::*;
 pub use events::*;
 pub use ids::{JobId, RequestId};
+pub use knowledge::*;
 pub use models::*;
 pub use responses::*;
 pub use retrieval::*;
@@ -60,6 +62,16 @@ pub enum Request {
     DeleteDocument(DeleteDocumentRequest),
     ListCollections(Empty),
     ClearCollection(CollectionRef),
+    // the knowledge base: uploads in parts, indexed in the background
+    UploadStart(UploadStartRequest),
+    UploadChunk(UploadChunkRequest),
+    UploadFinish(UploadRef),
+    UploadCancel(UploadRef),
+    ListDocuments(CollectionRef),
+    // export, backup and restore
+    ExportSession(ExportSessionRequest),
+    Backup(Empty),
+    Restore(UploadRef),
     // history
     ChatHistory(ChatHistoryRequest),
     SaveMessage(SaveMessageRequest),
@@ -124,6 +136,14 @@ impl Request {
             DeleteDocument,
             ListCollections,
             ClearCollection,
+            UploadStart,
+            UploadChunk,
+            UploadFinish,
+            UploadCancel,
+            ListDocuments,
+            ExportSession,
+            Backup,
+            Restore,
             ChatHistory,
             SaveMessage,
             ListSessions,
@@ -315,6 +335,16 @@ pub enum Response {
     DocumentDeleted(DocumentRef),
     Collections(CollectionList),
     CollectionCleared(CollectionCleared),
+    // the knowledge base
+    UploadStarted(UploadStarted),
+    UploadChunkStored(UploadChunkStored),
+    UploadCancelled(UploadRef),
+    IndexingStarted(IndexingStarted),
+    Documents(DocumentList),
+    // export, backup and restore: FileParts, then FileComplete
+    FilePart(FilePart),
+    FileComplete(FileComplete),
+    Restored(Restored),
     // history
     History(History),
     MessageSaved(SavedMessage),
@@ -345,6 +375,7 @@ impl Response {
             Response::ChatChunk(_)
                 | Response::ResponseStarted(_)
                 | Response::PullProgress(_)
+                | Response::FilePart(_)
                 | Response::Subscribed(_)
                 | Response::Event(_)
         )

@@ -23,6 +23,8 @@ pub struct LoadModelRequest {
     pub batch_size: Option<u32>,
     /// Layers to offload to a GPU, at most the model's layers + 1.
     pub gpu_layers: Option<u32>,
+    /// Generations that run at once (slots); absent: the `parallel` setting.
+    pub parallel: Option<u32>,
 }
 
 /// Download a model.
@@ -167,6 +169,8 @@ pub struct ModelDetails {
     /// Every upstream that serves it, in the order they are tried.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<String>,
+    /// Generations it runs at once, when loaded (GGUF).
+    pub parallel: Option<u32>,
 }
 
 /// A model now in memory.
@@ -184,6 +188,51 @@ pub struct LoadedModel {
     pub memory_bytes: u64,
     /// Seconds since it was last used.
     pub idle_seconds: u64,
+    /// Generations it runs at once (GGUF).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<u32>,
+    /// Each slot's state (GGUF).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<SlotStatus>,
+}
+
+/// What a generation slot of a loaded chat model is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotState {
+    /// Free; its cache still holds the last conversation's tokens.
+    Idle,
+    /// Reading a request's prompt.
+    Prefill,
+    /// Generating a request's reply.
+    Generating,
+}
+
+/// One generation slot: its state, the job it serves and its tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SlotStatus {
+    /// The slot's number (its llama.cpp sequence).
+    pub slot: u32,
+    /// What it is doing.
+    pub state: SlotState,
+    /// The job it serves (absent when idle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<crate::api::JobId>,
+    /// Tokens of the prompt it reads or read last.
+    pub prompt_tokens: u32,
+    /// Tokens generated so far (or by the last request).
+    pub generated_tokens: u32,
+    /// Tokens its KV cache holds (a later prompt that starts with them skips them).
+    pub cached_tokens: u32,
+}
+
+/// A loaded chat model's slots, in GetStats.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSlots {
+    /// The model id.
+    pub model: String,
+    /// Its slots.
+    pub slots: Vec<SlotStatus>,
 }
 
 /// ListLoadedModels' reply.

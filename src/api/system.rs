@@ -77,6 +77,8 @@ pub struct Stats {
     pub jobs_running: u64,
     /// Time from request to final reply, over recent requests.
     pub latency: LatencySummary,
+    /// The generation slots of each loaded chat model.
+    pub slots: Vec<crate::api::ModelSlots>,
 }
 
 /// GetResources' reply.

@@ -37,8 +37,14 @@ pub const MAX_THREADS: u32 = 1024;
 /// model has a thousand layers; the header then bounds it to its own.
 pub const MAX_GPU_LAYERS: u32 = 1024;
 
-/// The largest batch llama.cpp is given when the client does not choose one.
-const DEFAULT_MAX_BATCH: u32 = 2048;
+/// The largest batch llama.cpp is given when the client does not choose one:
+/// a step of the batching loop reads at most this much of a prompt, so it
+/// bounds how long a long prompt holds the other slots' next tokens (and
+/// llama.cpp's own micro-batch is 512, so a larger one reads no faster).
+const DEFAULT_MAX_BATCH: u32 = 512;
+
+/// The most generation slots a model may have.
+pub const MAX_PARALLEL: u32 = 64;
 
 /// How a model is loaded (GGUF settings; ONNX ignores them). Before
 /// [`fit`] these are the defaults; after it, the values
@@ -53,6 +59,10 @@ pub struct LoadOptions {
     pub batch_size: Option<u32>,
     /// Layers to offload to a GPU.
     pub gpu_layers: u32,
+    /// Generations that run at once; 0: [`default_parallel`].
+    pub parallel: u32,
+    /// A generation at the context's end shifts instead of stopping.
+    pub context_shift: bool,
 }
 
 /// Load settings as a client gives them (LoadModel, or the load defaults of
@@ -67,6 +77,8 @@ pub struct LoadSettings {
     pub batch_size: Option<u32>,
     /// Layers offloaded to a GPU.
     pub gpu_layers: Option<u32>,
+    /// Generation slots; 0 is the default.
+    pub parallel: Option<u32>,
 }
 
 /// The range each setting may take, and why, for the 422 detail.
@@ -155,6 +167,15 @@ impl LoadSettings {
                 format!("1..={batch_limit} (at most the context size)"),
             ));
         }
+        if let Some(parallel) = self.parallel
+            && parallel > MAX_PARALLEL
+        {
+            return Err(ApiError::out_of_range(
+                "parallel",
+                parallel,
+                format!("0..={MAX_PARALLEL} (0: the default)"),
+            ));
+        }
         let (max_layers, why) = &bounds.max_gpu_layers;
         if let Some(layers) = self.gpu_layers
             && layers > *max_layers
@@ -192,6 +213,12 @@ pub fn fit(
                 .unwrap_or_else(|| default_batch(context_size)),
         ),
         gpu_layers: asked.gpu_layers.unwrap_or(defaults.gpu_layers),
+        parallel: asked
+            .parallel
+            .filter(|p| *p > 0)
+            .or(Some(defaults.parallel).filter(|p| *p > 0))
+            .unwrap_or_else(default_parallel),
+        context_shift: defaults.context_shift,
     };
     // What was asked and the defaults alike: every value llama.cpp gets.
     LoadSettings {
@@ -199,6 +226,7 @@ pub fn fit(
         threads: Some(fitted.threads),
         batch_size: fitted.batch_size,
         gpu_layers: Some(fitted.gpu_layers),
+        parallel: Some(fitted.parallel),
     }
     .check(&LoadBounds::model(facts))?;
     Ok(fitted)
@@ -215,6 +243,30 @@ pub fn clamp_context(context: u32, facts: &GgufFacts) -> u32 {
 /// up to 2048 tokens, so that a prompt is decoded in few steps.
 pub fn default_batch(context_size: u32) -> u32 {
     context_size.min(DEFAULT_MAX_BATCH)
+}
+
+/// Generation slots when neither the request nor the settings say: 4, as
+/// llama-server, Ollama and LM Studio default to about as many, fewer on a
+/// small machine. The slots share one KV cache, so they cost no memory of
+/// their own; each generating slot adds a row to every step's batch, which
+/// a single core gains little from, and a machine with under 4 GiB needs
+/// its memory for the model.
+pub fn default_parallel() -> u32 {
+    static PARALLEL: OnceLock<u32> = OnceLock::new();
+    *PARALLEL.get_or_init(|| {
+        let cpus = usable_cpus();
+        // 0 (unknown) when /proc cannot be read: the default for a big machine.
+        let memory = sysinfo::System::new_with_specifics(
+            sysinfo::RefreshKind::nothing()
+                .with_memory(sysinfo::MemoryRefreshKind::nothing().with_ram()),
+        )
+        .map_or(0, |system| system.total_memory());
+        match (cpus, memory) {
+            (1, _) => 1,
+            (_, m) if m > 0 && m < 4 << 30 => 2,
+            _ => 4,
+        }
+    })
 }
 
 /// CPUs this process may run on (at least 1, at most [`MAX_THREADS`]); read
@@ -291,6 +343,8 @@ mod tests {
             threads: 1,
             batch_size: None,
             gpu_layers: 0,
+            parallel: 3,
+            context_shift: false,
         };
         let fitted = fit(defaults, &LoadSettings::default(), &tiny_model()).unwrap();
         assert_eq!(
@@ -328,6 +382,7 @@ mod tests {
             threads: Some(usable_cpus()),
             batch_size: Some(512),
             gpu_layers: Some(3),
+            parallel: Some(MAX_PARALLEL),
         };
         assert_eq!(fine.check(&LoadBounds::model(&tiny_model())), Ok(()));
         let auto = LoadSettings {

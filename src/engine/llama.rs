@@ -1,26 +1,27 @@
 //! GGUF chat and generation through llama.cpp (llama-cpp-2).
 //!
-//! A loaded model owns one llama.cpp context (its KV cache) for its whole
-//! life, so a request pays nothing to start: it tokenizes, finds how much of
-//! its prompt the cache already holds from the previous request (a follow-up
-//! turn of a conversation shares everything but the new messages), decodes
-//! only the rest and samples token by token, checking the cancel flag before
-//! every token. Requests to the same model take turns at the context
-//! ([`Gate`]); a waiting request can still be cancelled.
+//! A loaded model owns one llama.cpp context for its whole life, on a thread
+//! of its own that serves `parallel` requests at once ([`slots`]: a
+//! continuous-batching loop over one KV cache the slots share). A request
+//! tokenizes on its caller's thread, hands its tokens to the model's thread
+//! and gets its tokens back one by one, so that the caller's callback (the
+//! client's stream) runs where it did; it stops within a step of its cancel
+//! flag, waiting or running.
 //!
 //! The context borrows the model; `self_cell` keeps the two together without
 //! unsafe code in this crate.
 
 use std::num::NonZeroU32;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::sampling::LlamaSampler;
@@ -28,14 +29,15 @@ use llama_cpp_2::token::LlamaToken;
 
 mod prompt;
 mod sampling;
+pub mod slots;
 
 use super::manager::Progress;
-use super::text::{Generation, Piece, SamplingConfig, TemplateInput, TextModel, TextStream};
-use crate::api::FinishReason;
+use super::text::{Generation, Piece, SamplingConfig, TemplateInput, TextModel};
+use crate::api::{FinishReason, SlotStatus};
 use crate::error::ApiError;
 use crate::jobs::lock;
 use prompt::PromptTemplate;
-use sampling::TokenSampler;
+use slots::{Batcher, Board, Event, Submission};
 
 /// How to load a GGUF model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,10 @@ pub struct LlamaOptions {
     pub batch_size: u32,
     /// Layers offloaded to a GPU (none in a CPU build).
     pub gpu_layers: u32,
+    /// Generations that run at once (slots).
+    pub parallel: u32,
+    /// A generation at the context's end shifts (else it stops, `length`).
+    pub context_shift: bool,
 }
 
 /// The llama.cpp backend, started once per process.
@@ -80,6 +86,24 @@ pub fn context_params(context_size: u32, threads: u32) -> LlamaContextParams {
         .with_swa_full(true)
 }
 
+/// The context of a model with `parallel` slots reading prompts `batch`
+/// tokens a step: what tabagent loads, and what the bench's direct batched
+/// loop uses.
+pub fn slots_context_params(
+    context_size: u32,
+    threads: u32,
+    batch: u32,
+    parallel: u32,
+) -> LlamaContextParams {
+    context_params(context_size, threads)
+        // A step holds a prompt chunk and a token per slot.
+        .with_n_batch(batch.max(1) + parallel)
+        .with_n_seq_max(parallel)
+        // One KV cache for all slots: one long conversation may still use
+        // the whole context.
+        .with_kv_unified(true)
+}
+
 self_cell::self_cell!(
     /// The model and its context, kept together.
     struct Loaded {
@@ -89,10 +113,9 @@ self_cell::self_cell!(
     }
 );
 
-/// A context and what its KV cache (sequence 0) holds.
+/// A context (its KV cache holds every slot's sequence).
 struct Session<'model> {
     context: LlamaContext<'model>,
-    cached: Vec<LlamaToken>,
 }
 
 /// A GGUF model ready to generate.
@@ -102,14 +125,16 @@ pub struct LlamaTextModel {
     name: String,
     template: PromptTemplate,
     context_size: u32,
-    /// The vocabulary's end-of-generation tokens (for `min_tokens`, `ignore_eos`).
-    eog: Vec<LlamaToken>,
-    gate: Gate,
-    loaded: Mutex<Loaded>,
+    parallel: u32,
+    /// Requests to the model's thread; None only while dropping.
+    inbox: Option<Sender<Submission>>,
+    board: Board,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl LlamaTextModel {
-    /// Loads `path` (already checked to be a whole GGUF file).
+    /// Loads `path` (already checked to be a whole GGUF file) and starts the
+    /// thread that owns its context.
     pub fn load(
         path: &Path,
         architecture: &str,
@@ -140,12 +165,17 @@ impl LlamaTextModel {
             );
         }
         let template_name = template.name().to_string();
+        let parallel = options.parallel.max(1);
         let loaded = Loaded::try_new(Arc::clone(&model), |model| {
             let context = model
                 .new_context(
                     backend,
-                    context_params(options.context_size, options.threads)
-                        .with_n_batch(options.batch_size.max(1)),
+                    slots_context_params(
+                        options.context_size,
+                        options.threads,
+                        options.batch_size,
+                        parallel,
+                    ),
                 )
                 .map_err(|e| {
                     ApiError::insufficient_memory(format!(
@@ -153,33 +183,62 @@ impl LlamaTextModel {
                         options.context_size
                     ))
                 })?;
-            Ok::<_, ApiError>(Session {
-                context,
-                cached: Vec::new(),
-            })
+            Ok::<_, ApiError>(Session { context })
         })?;
         let context_size = loaded.borrow_dependent().context.n_ctx();
         log::info!(
-            "loaded {} ({} tokens of context, template {template_name})",
+            "loaded {} ({} tokens of context, {parallel} slots, template {template_name})",
             path.display(),
             context_size
         );
         let vocab = model.vocab();
-        let eog = (0..vocab.n_tokens())
+        let eog: Vec<LlamaToken> = (0..vocab.n_tokens())
             .map(LlamaToken)
             .filter(|t| vocab.is_eog(*t))
             .collect();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let board: Board = Arc::new(Mutex::new(slots::idle_board(parallel as usize)));
+        let (inbox, requests) = mpsc::channel();
+        let thread_board = Arc::clone(&board);
+        let budget = options.batch_size.max(1) as usize;
+        let thread = std::thread::Builder::new()
+            .name(format!("llama-{name}"))
+            .spawn(move || {
+                let mut loaded = loaded;
+                let served = catch_unwind(AssertUnwindSafe(|| {
+                    loaded.with_dependent_mut(|model, session| {
+                        Batcher::new(
+                            model,
+                            &mut session.context,
+                            &eog,
+                            parallel as usize,
+                            budget,
+                            options.context_shift,
+                            thread_board,
+                        )
+                        .serve(requests);
+                    });
+                }));
+                if let Err(panic) = served {
+                    log::error!(
+                        "the model's thread panicked: {}",
+                        crate::jobs::panic_message(&panic)
+                    );
+                }
+            })
+            .map_err(|e| ApiError::internal(format!("cannot start the model's thread: {e}")))?;
         Ok(LlamaTextModel {
             model,
-            name: path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            name,
             template,
             context_size,
-            eog,
-            gate: Gate::default(),
-            loaded: Mutex::new(loaded),
+            parallel,
+            inbox: Some(inbox),
+            board,
+            thread: Some(thread),
         })
     }
 
@@ -187,6 +246,17 @@ impl LlamaTextModel {
         self.model
             .vocab()
             .tokenize(text.as_bytes(), add_special, true)
+    }
+}
+
+impl Drop for LlamaTextModel {
+    /// Ends the model's thread and waits for it, so that the memory is free
+    /// when an unload returns.
+    fn drop(&mut self) {
+        self.inbox.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -239,6 +309,31 @@ impl TextModel for LlamaTextModel {
         cancel: &AtomicBool,
         on_token: &mut dyn FnMut(Piece<'_>) -> bool,
     ) -> Result<Generation, ApiError> {
+        let mut one = self.generate_choices(
+            prompt,
+            std::slice::from_ref(sampling),
+            cancel,
+            &mut |_, piece| on_token(piece),
+        )?;
+        // One choice asked, one answered.
+        Ok(one.pop().expect("one generation"))
+    }
+
+    fn generate_choices(
+        &self,
+        prompt: &str,
+        choices: &[SamplingConfig],
+        cancel: &AtomicBool,
+        on_token: &mut dyn FnMut(usize, Piece<'_>) -> bool,
+    ) -> Result<Vec<Generation>, ApiError> {
+        if choices.is_empty() || choices.len() > self.parallel as usize {
+            return Err(ApiError::bad_request(format!(
+                "n = {}: {} generates 1 to {} choices at once (its parallel slots)",
+                choices.len(),
+                self.name,
+                self.parallel
+            )));
+        }
         let tokens = self.tokens(prompt, true);
         let n_ctx = self.context_size as usize;
         if tokens.is_empty() {
@@ -250,170 +345,75 @@ impl TextModel for LlamaTextModel {
                 tokens.len()
             )));
         }
-        let Some(_turn) = self.gate.enter(cancel) else {
-            return Ok(Generation {
-                text: String::new(),
-                prompt_tokens: tokens.len() as u32,
-                reused_tokens: 0,
-                completion_tokens: 0,
-                finish_reason: FinishReason::Cancelled,
-            });
-        };
-        let mut sampler = TokenSampler::new(&self.model, sampling, &self.eog)?;
-        let mut loaded = lock(&self.loaded);
-        loaded.with_dependent_mut(|model, session| {
-            let mut generating = Generating {
-                sampler: &mut sampler,
-                sampling,
-                cancel,
-                on_token,
-            };
-            run(model, session, &tokens, &mut generating)
-        })
+        let stop = Arc::new(AtomicBool::new(cancel.load(Ordering::Relaxed)));
+        let (events, replies) = mpsc::channel();
+        let gone = || ApiError::internal(format!("the thread of {} has stopped", self.name));
+        self.inbox
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(Submission {
+                tokens,
+                choices: choices.to_vec(),
+                stop: Arc::clone(&stop),
+                events,
+            })
+            .map_err(|_| gone())?;
+        let mut done: Vec<Option<Generation>> = vec![None; choices.len()];
+        loop {
+            match replies.recv_timeout(CANCEL_POLL) {
+                Ok(Event::Token {
+                    choice,
+                    text,
+                    logprob,
+                }) => {
+                    let piece = Piece {
+                        text: &text,
+                        logprob: logprob.as_ref(),
+                    };
+                    if !stop.load(Ordering::Relaxed) && !on_token(choice, piece) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                Ok(Event::Done { choice, result }) => match result {
+                    Ok(mut generation) => {
+                        // Stopped by its caller: cancelled, even if the
+                        // model had finished meanwhile.
+                        if stop.load(Ordering::Relaxed) {
+                            generation.finish_reason = FinishReason::Cancelled;
+                        }
+                        if let Some(place) = done.get_mut(choice) {
+                            *place = Some(generation);
+                        }
+                        if done.iter().all(Option::is_some) {
+                            return Ok(done.into_iter().flatten().collect());
+                        }
+                    }
+                    Err(error) => {
+                        // The other choices end at the loop's next step.
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(error);
+                    }
+                },
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(gone()),
+            }
+            if cancel.load(Ordering::Relaxed) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn parallel(&self) -> u32 {
+        self.parallel
+    }
+
+    fn slots(&self) -> Vec<SlotStatus> {
+        lock(&self.board).clone()
     }
 }
 
-/// What one generation brings to the context: its sampler and settings,
-/// its cancel flag and where its tokens go.
-struct Generating<'a> {
-    sampler: &'a mut TokenSampler,
-    sampling: &'a SamplingConfig,
-    cancel: &'a AtomicBool,
-    on_token: &'a mut dyn FnMut(Piece<'_>) -> bool,
-}
-
-/// One generation on the session's context.
-fn run(
-    model: &LlamaModel,
-    session: &mut Session<'_>,
-    tokens: &[LlamaToken],
-    turn: &mut Generating<'_>,
-) -> Result<Generation, ApiError> {
-    let (sampling, cancel) = (turn.sampling, turn.cancel);
-    let n_ctx = session.context.n_ctx() as usize;
-    let decode_error = |e: llama_cpp_2::DecodeError| {
-        ApiError::internal(format!("llama.cpp could not evaluate the batch: {e}"))
-    };
-    // Reuse the cached prefix; at least the last prompt token is decoded again
-    // for its logits.
-    let mut reused = session
-        .cached
-        .iter()
-        .zip(tokens)
-        .take_while(|(a, b)| a == b)
-        .count()
-        .min(tokens.len() - 1);
-    if reused < session.cached.len() {
-        let removed = session
-            .context
-            .kv_cache_seq_rm(0, Some(reused as u32), None)
-            .is_ok();
-        if !removed {
-            session.context.clear_kv_cache();
-            reused = 0;
-        }
-        session.cached.truncate(reused);
-    }
-
-    let n_batch = (session.context.n_batch() as usize).max(1);
-    let mut batch = LlamaBatch::new(n_batch, 1);
-    for (chunk_index, chunk) in tokens[reused..].chunks(n_batch).enumerate() {
-        if cancel.load(Ordering::Relaxed) {
-            return Ok(cancelled(tokens.len(), reused, String::new(), 0));
-        }
-        batch.clear();
-        let start = reused + chunk_index * n_batch;
-        let last = start + chunk.len() == tokens.len();
-        for (i, token) in chunk.iter().enumerate() {
-            let logits = last && i + 1 == chunk.len();
-            // The batch holds n_batch tokens and a chunk is at most that long.
-            batch
-                .add(*token, (start + i) as i32, &[0], logits)
-                .expect("batch has room");
-        }
-        if let Err(e) = session.context.decode(&mut batch) {
-            session.context.clear_kv_cache();
-            session.cached.clear();
-            return Err(decode_error(e));
-        }
-        session.cached.extend_from_slice(chunk);
-    }
-
-    let vocab = model.vocab();
-    let mut stream = TextStream::new(&sampling.stop);
-    let mut piece = Vec::with_capacity(32);
-    let mut completion = 0u32;
-    let finish = loop {
-        if cancel.load(Ordering::Relaxed) {
-            break FinishReason::Cancelled;
-        }
-        if completion >= sampling.max_tokens {
-            break FinishReason::Length;
-        }
-        let sampled = turn
-            .sampler
-            .sample(&session.context, model, -1, completion)?;
-        let token = sampled.token;
-        if vocab.is_eog(token) && !sampling.ignore_eos {
-            break FinishReason::Stop;
-        }
-        completion += 1;
-        piece.clear();
-        vocab.token_to_piece_into(token, &mut piece, false, None);
-        let delta = stream.push(&piece);
-        let shown = Piece {
-            text: delta,
-            logprob: sampled.logprob.as_ref(),
-        };
-        if !(turn.on_token)(shown) {
-            break FinishReason::Cancelled;
-        }
-        if stream.stopped() {
-            break FinishReason::Stop;
-        }
-        let position = session.cached.len();
-        if position + 1 >= n_ctx {
-            break FinishReason::Length;
-        }
-        batch.clear();
-        // A batch of n_batch >= 1 has room for one token.
-        batch
-            .add(token, position as i32, &[0], true)
-            .expect("batch has room");
-        if let Err(e) = session.context.decode(&mut batch) {
-            session.context.clear_kv_cache();
-            session.cached.clear();
-            return Err(decode_error(e));
-        }
-        session.cached.push(token);
-    };
-    if finish != FinishReason::Cancelled {
-        let rest = stream.finish();
-        if !rest.is_empty() {
-            (turn.on_token)(Piece {
-                text: rest,
-                logprob: None,
-            });
-        }
-    }
-    Ok(Generation {
-        text: stream.into_text(),
-        prompt_tokens: tokens.len() as u32,
-        reused_tokens: reused as u32,
-        completion_tokens: completion,
-        finish_reason: finish,
-    })
-}
-
-fn cancelled(prompt: usize, reused: usize, text: String, completion: u32) -> Generation {
-    Generation {
-        text,
-        prompt_tokens: prompt as u32,
-        reused_tokens: reused as u32,
-        completion_tokens: completion,
-        finish_reason: FinishReason::Cancelled,
-    }
-}
+/// How often a caller waiting for tokens looks at its cancel flag.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
 
 /// llama.cpp's usual order: penalties, top-k, top-p, min-p, temperature, draw.
 pub fn sampler_chain(model: &LlamaModel, sampling: &SamplingConfig) -> LlamaSampler {
@@ -448,40 +448,4 @@ pub fn sampler_chain(model: &LlamaModel, sampling: &SamplingConfig) -> LlamaSamp
     chain.push(LlamaSampler::temp(sampling.temperature));
     chain.push(LlamaSampler::dist(sampling.seed));
     LlamaSampler::chain(chain, true)
-}
-
-/// Turns at a model's context: one request at a time, the others wait
-/// (cancellable) in arrival order of the OS's wake-ups.
-#[derive(Default)]
-struct Gate {
-    busy: Mutex<bool>,
-    freed: Condvar,
-}
-
-struct Turn<'a>(&'a Gate);
-
-impl Gate {
-    /// Waits for the context; None when cancelled while waiting.
-    fn enter(&self, cancel: &AtomicBool) -> Option<Turn<'_>> {
-        let mut busy = lock(&self.busy);
-        while *busy {
-            if cancel.load(Ordering::Relaxed) {
-                return None;
-            }
-            busy = self
-                .freed
-                .wait_timeout(busy, Duration::from_millis(20))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        *busy = true;
-        Some(Turn(self))
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        *lock(&self.0.busy) = false;
-        self.0.freed.notify_one();
-    }
 }

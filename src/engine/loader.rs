@@ -46,6 +46,8 @@ fn load_gguf(
                 .batch_size
                 .unwrap_or_else(|| super::limits::default_batch(options.context_size)),
             gpu_layers: options.gpu_layers,
+            parallel: options.parallel.max(1),
+            context_shift: options.context_shift,
         },
         progress,
     )?;

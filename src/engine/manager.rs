@@ -23,7 +23,7 @@ use super::Embedder;
 pub use super::limits::LoadOptions;
 use super::limits::LoadSettings;
 use super::text::TextModel;
-use crate::api::{LoadedModel, ModelKind, Selection, ServerEvent};
+use crate::api::{LoadedModel, ModelKind, Selection, ServerEvent, SlotState};
 use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::jobs::lock;
@@ -140,6 +140,8 @@ impl Resident {
                 .then(|| self.text().map(|t| t.context_size()).unwrap_or(0)),
             memory_bytes: self.memory_bytes,
             idle_seconds: self.idle(now).as_secs(),
+            parallel: self.text().ok().map(|t| t.parallel()),
+            slots: self.text().map(|t| t.slots()).unwrap_or_default(),
         }
     }
 }
@@ -178,6 +180,11 @@ pub struct ManagerConfig {
     pub keep_alive: Duration,
     /// Available bytes below which `LowMemory` is published; 0: never.
     pub low_memory_bytes: u64,
+    /// Generation slots of a chat model when a load does not say (0: the
+    /// default from cores and memory).
+    pub parallel: u32,
+    /// A generation reaching the context's end shifts instead of stopping.
+    pub context_shift: bool,
 }
 
 /// The models in memory and the rules for them.
@@ -466,24 +473,45 @@ impl ModelManager {
         models
     }
 
-    /// Each generation slot's state, by model: today one slot per model in
-    /// memory, `busy` while a request holds the model, else `idle`; a model
-    /// being loaded has one `loading` slot.
+    /// Each generation slot's state, by model: a chat model's slots as its
+    /// engine reports them (`idle`, `prefill`, `generating`); a model
+    /// without slots to show (embeddings) counts as one, `busy` while a
+    /// request holds it; a model being loaded has one `loading` slot.
     pub fn slot_states(&self) -> Vec<(String, &'static str)> {
-        let mut states: Vec<(String, &'static str)> = lock(&self.slots)
-            .iter()
-            .map(|(id, slot)| {
-                let state = match slot {
-                    Slot::Loading => "loading",
-                    // The map holds one reference; a request holds another.
-                    Slot::Ready(r) if Arc::strong_count(r) > 1 => "busy",
-                    Slot::Ready(_) => "idle",
+        let mut states = Vec::new();
+        for (id, slot) in lock(&self.slots).iter() {
+            let resident = match slot {
+                Slot::Loading => {
+                    states.push((id.clone(), "loading"));
+                    continue;
+                }
+                Slot::Ready(resident) => resident,
+            };
+            let slots = resident.text().map(|t| t.slots()).unwrap_or_default();
+            if slots.is_empty() {
+                // The map holds one reference; a request holds another.
+                let busy = Arc::strong_count(resident) > 1;
+                states.push((id.clone(), if busy { "busy" } else { "idle" }));
+            }
+            for slot in slots {
+                let state = match slot.state {
+                    SlotState::Idle => "idle",
+                    SlotState::Prefill => "prefill",
+                    SlotState::Generating => "generating",
                 };
-                (id.clone(), state)
-            })
-            .collect();
+                states.push((id.clone(), state));
+            }
+        }
         states.sort();
         states
+    }
+
+    /// The generation slots a chat model gets when its load does not say.
+    pub fn default_parallel(&self) -> u32 {
+        match self.config.parallel {
+            0 => super::limits::default_parallel(),
+            parallel => parallel,
+        }
     }
 
     /// Unloads models nobody uses that have been idle for the keep-alive.

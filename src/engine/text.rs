@@ -8,7 +8,9 @@ use std::sync::atomic::AtomicBool;
 mod stream;
 pub use stream::TextStream;
 
-use crate::api::{ChatMessage, FinishReason, GenerationParams, Sampling, TokenLogprob, Tool};
+use crate::api::{
+    ChatMessage, FinishReason, GenerationParams, Sampling, SlotStatus, TokenLogprob, Tool,
+};
 use crate::error::ApiError;
 
 /// Sampling settings of one request, every field decided.
@@ -44,6 +46,8 @@ pub struct SamplingConfig {
     pub min_tokens: u32,
     /// A grammar the output must match.
     pub grammar: Option<Grammar>,
+    /// The job this generation serves, shown in the model's slot states.
+    pub job: Option<crate::api::JobId>,
 }
 
 /// A GBNF grammar (llama.cpp's) with its start rule named `root`.
@@ -76,6 +80,7 @@ impl SamplingConfig {
             ignore_eos: false,
             min_tokens: 0,
             grammar: None,
+            job: None,
         }
     }
 
@@ -126,6 +131,7 @@ impl SamplingConfig {
             ignore_eos: request.ignore_eos,
             min_tokens: request.min_tokens.unwrap_or(0),
             grammar: None,
+            job: None,
         };
         if config.stop.len() > 16 {
             return Err(ApiError::invalid("at most 16 stop sequences"));
@@ -191,7 +197,7 @@ pub struct Generation {
     pub text: String,
     /// Tokens of the prompt.
     pub prompt_tokens: u32,
-    /// Of those, tokens whose KV cache was reused from the previous request.
+    /// Of those, tokens whose KV cache was reused from an earlier request.
     pub reused_tokens: u32,
     /// Tokens generated.
     pub completion_tokens: u32,
@@ -263,6 +269,30 @@ pub trait TextModel: Send + Sync {
         cancel: &AtomicBool,
         on_token: &mut dyn FnMut(Piece<'_>) -> bool,
     ) -> Result<Generation, ApiError>;
+    /// Generates one choice per entry of `choices` from one prompt (the
+    /// prompt read once where the backend can), telling `on_token` each
+    /// token's choice. An error of any choice ends them all.
+    fn generate_choices(
+        &self,
+        prompt: &str,
+        choices: &[SamplingConfig],
+        cancel: &AtomicBool,
+        on_token: &mut dyn FnMut(usize, Piece<'_>) -> bool,
+    ) -> Result<Vec<Generation>, ApiError> {
+        choices
+            .iter()
+            .enumerate()
+            .map(|(i, sampling)| self.generate(prompt, sampling, cancel, &mut |p| on_token(i, p)))
+            .collect()
+    }
+    /// Generations that run at once; more wait (cancellably) for a slot.
+    fn parallel(&self) -> u32 {
+        1
+    }
+    /// What each generation slot is doing (empty: the model has none to show).
+    fn slots(&self) -> Vec<SlotStatus> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

@@ -8,16 +8,17 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::chat_context::fit_conversation;
 use super::chat_output::{OutputPlan, OutputShaper};
 use super::{Handler, Outcome};
 use crate::api::{
-    ChatChunk, ChatComplete, ChatMessage, ChatRequest, DetokenizeRequest, DetokenizedText,
-    FinishReason, GenerateRequest, GenerationParams, ModelKind, Response, Sampling, Structure,
-    TokenizeRequest, Tokens, Usage,
+    ChatChoice, ChatChunk, ChatComplete, ChatMessage, ChatRequest, DetokenizeRequest,
+    DetokenizedText, FinishReason, GenerateRequest, GenerationParams, ModelKind, Response,
+    Sampling, Structure, TokenizeRequest, Tokens, Usage,
 };
 use crate::engine::limits::usable_cpus;
 use crate::engine::manager::{LoadOptions, ModelManager, Resident};
-use crate::engine::text::{Piece, SamplingConfig, TemplateInput, TextModel};
+use crate::engine::text::{SamplingConfig, TemplateInput, TextModel};
 use crate::error::ApiError;
 use crate::jobs::{Job, JobContext, Lane};
 use crate::upstream::Route;
@@ -136,26 +137,42 @@ impl ChatRunner {
                 self.run_chat(ctx, Some(local), messages, sampling, structure, stream)
             });
         }
+        let choices = choice_count(sampling)?;
         let mut sampling = SamplingConfig::resolve(sampling, &self.defaults)?;
         let resident = self.model(model)?;
         let text = resident.text()?;
         let plan = OutputPlan::new(text.as_ref(), structure)?;
-        let conversation = plan.conversation(messages);
-        let prompt = text.apply_template(&TemplateInput {
-            messages: &conversation,
-            tools: plan.template_tools(),
-            kwargs: &plan.kwargs,
-        })?;
+        let render = |messages: &[ChatMessage]| {
+            text.apply_template(&TemplateInput {
+                messages: &plan.conversation(messages),
+                tools: plan.template_tools(),
+                kwargs: &plan.kwargs,
+            })
+        };
+        let fitted = fit_conversation(
+            messages,
+            sampling.max_tokens,
+            structure.truncate != Some(false),
+            |messages| {
+                let tokens = text.tokenize(&render(messages)?, true)?.len();
+                Ok((tokens as u32, text.context_size()))
+            },
+        )?;
+        let prompt = render(&fitted.messages)?;
         sampling.grammar = plan.grammar.clone();
-        run(
+        sampling.job = Some(ctx.job_id());
+        let mut complete = run(
             ctx,
             &resident,
             text.as_ref(),
             &prompt,
             &sampling,
+            choices,
             &plan,
             stream,
-        )
+        )?;
+        complete.trimmed_messages = fitted.dropped;
+        Ok(complete)
     }
 
     /// Generates from a raw prompt (no template).
@@ -201,17 +218,20 @@ impl ChatRunner {
                 self.run_generate(ctx, Some(local), prompt, sampling, structure, stream)
             });
         }
+        let choices = choice_count(sampling)?;
         let mut sampling = SamplingConfig::resolve(sampling, &self.defaults)?;
         let resident = self.model(model)?;
         let text = resident.text()?;
         let plan = OutputPlan::new(text.as_ref(), structure)?;
         sampling.grammar = plan.grammar.clone();
+        sampling.job = Some(ctx.job_id());
         run(
             ctx,
             &resident,
             text.as_ref(),
             prompt,
             &sampling,
+            choices,
             &plan,
             stream,
         )
@@ -237,81 +257,144 @@ impl ChatRunner {
     }
 }
 
+/// Generates `n` choices (the prompt read once) and shapes each; the first
+/// is the reply, the others its `choices`.
+#[allow(clippy::too_many_arguments)] // one call site each in run_chat and run_generate
 fn run(
     ctx: &JobContext,
     resident: &Resident,
     text: &dyn TextModel,
     prompt: &str,
     sampling: &SamplingConfig,
+    n: u32,
     plan: &OutputPlan,
     stream: bool,
 ) -> Result<ChatComplete, ApiError> {
     let cancel = ctx.cancel_flag();
+    let n = n.max(1) as usize;
     let mut chunks = 0usize;
-    let mut shaper = OutputShaper::new(plan, prompt, sampling.logprobs.is_some());
-    let mut emit = |chunk: Option<ChatChunk>| match chunk {
-        Some(chunk) if stream => {
+    let mut shapers: Vec<OutputShaper> = (0..n)
+        .map(|_| OutputShaper::new(plan, prompt, sampling.logprobs.is_some()))
+        .collect();
+    let mut emit = |index: usize, chunk: Option<ChatChunk>| match chunk {
+        Some(mut chunk) if stream => {
             chunks += 1;
+            chunk.index = index as u32;
             ctx.emit(Response::ChatChunk(chunk))
         }
         _ => ctx.client_present(),
     };
     let started = Instant::now();
     let mut first_token = None;
-    let mut on_token = |piece: Piece<'_>| {
-        first_token.get_or_insert_with(Instant::now);
-        emit(shaper.push(piece))
+    let generations = if n == 1 {
+        text.generate(prompt, sampling, &cancel, &mut |piece| {
+            first_token.get_or_insert_with(Instant::now);
+            let chunk = shapers[0].push(piece);
+            emit(0, chunk)
+        })
+        .map(|generation| vec![generation])
+    } else {
+        // Each choice its own seed.
+        let choices: Vec<SamplingConfig> = (0..n)
+            .map(|i| SamplingConfig {
+                seed: sampling.seed.wrapping_add(i as u32),
+                ..sampling.clone()
+            })
+            .collect();
+        text.generate_choices(prompt, &choices, &cancel, &mut |i, piece| {
+            first_token.get_or_insert_with(Instant::now);
+            let chunk = shapers.get_mut(i).and_then(|s| s.push(piece));
+            emit(i, chunk)
+        })
     };
-    let generation = text.generate(prompt, sampling, &cancel, &mut on_token);
     let ended = Instant::now();
     resident.touch(ended);
-    let generation = generation?;
+    let generations = generations?;
+    // One generation for the metrics: the prompt is read once for all choices.
     crate::metrics::GENERATION.record(
-        generation.prompt_tokens,
-        generation.completion_tokens,
+        generations.first().map_or(0, |g| g.prompt_tokens),
+        generations.iter().map(|g| g.completion_tokens).sum(),
         first_token.map(|first| first.saturating_duration_since(started)),
         first_token.map_or(Duration::ZERO, |first| {
             ended.saturating_duration_since(first)
         }),
     );
-    if generation.finish_reason != FinishReason::Cancelled {
-        emit(shaper.finish());
+    for (i, (generation, shaper)) in generations.iter().zip(&mut shapers).enumerate() {
+        if generation.finish_reason != FinishReason::Cancelled {
+            let chunk = shaper.finish();
+            emit(i, chunk);
+        }
     }
-    let (reply, reasoning, tool_calls, logprobs) = shaper.into_parts();
     if stream && chunks == 0 {
         // A streaming client always gets its stream, even for an empty reply.
         ctx.emit(Response::ChatChunk(ChatChunk::text(String::new())));
     }
+    let first = generations
+        .first()
+        .ok_or_else(|| ApiError::internal("the model generated no choice"))?;
     log::debug!(
         "{}: {} prompt tokens ({} reused), {} generated, {:?}",
         resident.file.id,
-        generation.prompt_tokens,
-        generation.reused_tokens,
-        generation.completion_tokens,
-        generation.finish_reason
+        first.prompt_tokens,
+        first.reused_tokens,
+        first.completion_tokens,
+        first.finish_reason
     );
-    let finish_reason = match generation.finish_reason {
-        FinishReason::Stop if !tool_calls.is_empty() => FinishReason::ToolCalls,
-        other => other,
-    };
+    let mut choices: Vec<ChatChoice> = generations
+        .iter()
+        .zip(shapers)
+        .enumerate()
+        .map(|(index, (generation, shaper))| {
+            let (text, reasoning, tool_calls, logprobs) = shaper.into_parts();
+            let finish_reason = match generation.finish_reason {
+                FinishReason::Stop if !tool_calls.is_empty() => FinishReason::ToolCalls,
+                other => other,
+            };
+            ChatChoice {
+                index: index as u32,
+                text,
+                reasoning,
+                tool_calls,
+                logprobs,
+                finish_reason,
+            }
+        })
+        .collect();
+    let reply = choices.remove(0);
+    let completion_tokens = generations.iter().map(|g| g.completion_tokens).sum();
     Ok(ChatComplete {
         model: resident.file.id.clone(),
-        text: reply,
+        text: reply.text,
         usage: Usage {
-            prompt_tokens: generation.prompt_tokens,
-            completion_tokens: generation.completion_tokens,
-            total_tokens: generation.prompt_tokens + generation.completion_tokens,
-            cached_tokens: generation.reused_tokens,
+            prompt_tokens: first.prompt_tokens,
+            completion_tokens,
+            total_tokens: first.prompt_tokens + completion_tokens,
+            cached_tokens: first.reused_tokens,
         },
-        finish_reason,
+        finish_reason: reply.finish_reason,
         session_id: None,
         upstream: None,
         fallback_from: None,
-        reasoning,
-        tool_calls,
-        logprobs,
+        citations: Vec::new(),
+        reasoning: reply.reasoning,
+        tool_calls: reply.tool_calls,
+        logprobs: reply.logprobs,
         trimmed_messages: 0,
+        choices,
     })
+}
+
+/// A request's `n`: 1 when left out; at least 1 (the model bounds it by its slots).
+fn choice_count(sampling: &Sampling) -> Result<u32, ApiError> {
+    match sampling.n {
+        None => Ok(1),
+        Some(0) => Err(ApiError::out_of_range(
+            "n",
+            0,
+            "1..=the model's parallel slots",
+        )),
+        Some(n) => Ok(n),
+    }
 }
 
 /// Load settings from the generation defaults (threads 0: one per core).
@@ -333,6 +416,10 @@ pub fn load_options(defaults: &GenerationParams) -> LoadOptions {
         threads,
         batch_size: None,
         gpu_layers: 0,
+        // The manager's `parallel` setting (or its default) fills it in.
+        parallel: 0,
+        // The manager's `context_shift` setting fills it in.
+        context_shift: false,
     }
 }
 
@@ -370,29 +457,54 @@ impl Handler {
                 call.id, call.kind
             ))));
         }
+        if let Err(error) = super::grounding::check(&request.collections) {
+            return Outcome::Reply(Response::error(error));
+        }
         let lane = self.chat_lane(request.model.as_deref());
-        if let (Lane::Model, Some(why)) = (lane, &request.unsupported) {
+        if let (Lane::Generate, Some(why)) = (lane, &request.unsupported) {
             return Outcome::Reply(Response::error(ApiError::bad_request(why.clone())));
         }
         let runner = self.chat_runner();
+        let grounding = (!request.collections.is_empty()).then(|| {
+            (
+                Arc::clone(&self.store),
+                self.embedder_source(Instant::now()),
+            )
+        });
         Outcome::Job(Job::new(lane, move |ctx| {
-            runner
-                .run_chat_body(
-                    ctx,
-                    request.model.as_deref(),
+            let (messages, mut citations) = match &grounding {
+                Some((slot, source)) => super::grounding::ground(
+                    &*slot.get()?,
+                    source,
+                    &request.collections,
                     &request.messages,
-                    &request.sampling,
-                    &request.structure,
-                    request.stream,
-                    request.openai_body,
-                )
-                .map(Response::ChatComplete)
+                )?,
+                None => (request.messages.clone(), Vec::new()),
+            };
+            // A grounded chat's messages are not the body the client sent.
+            let body = request
+                .collections
+                .is_empty()
+                .then_some(request.openai_body)
+                .flatten();
+            let mut complete = runner.run_chat_body(
+                ctx,
+                request.model.as_deref(),
+                &messages,
+                &request.sampling,
+                &request.structure,
+                request.stream,
+                body,
+            )?;
+            super::grounding::mark_cited(&complete.text, &mut citations);
+            complete.citations = citations;
+            Ok(Response::ChatComplete(complete))
         }))
     }
 
     pub(super) fn generate(&self, request: GenerateRequest) -> Outcome {
         let lane = self.chat_lane(request.model.as_deref());
-        if let (Lane::Model, Some(why)) = (lane, &request.unsupported) {
+        if let (Lane::Generate, Some(why)) = (lane, &request.unsupported) {
             return Outcome::Reply(Response::error(ApiError::bad_request(why.clone())));
         }
         let runner = self.chat_runner();

@@ -77,7 +77,11 @@ impl Handler {
         if request.input.trim().is_empty() {
             return Outcome::Reply(Response::error(ApiError::invalid("input is empty")));
         }
+        if let Err(error) = super::grounding::check(&request.collections) {
+            return Outcome::Reply(Response::error(error));
+        }
         let (slot, runner) = (Arc::clone(&self.store), self.chat_runner());
+        let source = self.embedder_source(std::time::Instant::now());
         Outcome::Job(Job::new(
             self.chat_lane(request.model.as_deref()),
             move |ctx| {
@@ -105,13 +109,22 @@ impl Handler {
                     metadata: None,
                 })?;
                 turns.push(ChatMessage::new("user", request.input.clone()));
-                let reply_tokens = request.sampling.max_tokens.unwrap_or(DEFAULT_REPLY_TOKENS);
+                let mut reply_tokens = request.sampling.max_tokens.unwrap_or(DEFAULT_REPLY_TOKENS);
+                if !request.collections.is_empty() {
+                    // Room for the excerpts added after the fit.
+                    reply_tokens += super::grounding::EXCERPT_TOKENS;
+                }
                 let messages =
                     fit_to_context(request.system.as_deref(), &turns, reply_tokens, |m| {
                         runner
                             .count_tokens(model, m)
                             .map(|b| (b.prompt_tokens, b.context_size))
                     })?;
+                let (messages, mut citations) = if request.collections.is_empty() {
+                    (messages, Vec::new())
+                } else {
+                    super::grounding::ground(&store, &source, &request.collections, &messages)?
+                };
                 let mut complete = runner.run_chat(
                     ctx,
                     model,
@@ -121,17 +134,20 @@ impl Handler {
                     request.stream,
                 )?;
                 let partial = complete.finish_reason == FinishReason::Cancelled;
+                super::grounding::mark_cited(&complete.text, &mut citations);
+                complete.citations = citations;
                 store.save_message(SaveMessageRequest {
-                    session_id: session.clone(),
-                    role: "assistant".into(),
-                    content: complete.text.clone(),
-                    metadata: Some(json!({
-                        "model": complete.model,
-                        "finish_reason": complete.finish_reason,
-                        "usage": complete.usage,
-                        "partial": partial,
-                    })),
-                })?;
+                session_id: session.clone(),
+                role: "assistant".into(),
+                content: complete.text.clone(),
+                metadata: Some(json!({
+                    "model": complete.model,
+                    "finish_reason": complete.finish_reason,
+                    "usage": complete.usage,
+                    "partial": partial,
+                    "citations": (!complete.citations.is_empty()).then_some(&complete.citations),
+                })),
+            })?;
                 complete.session_id = Some(session);
                 Ok(Response::ChatComplete(complete))
             },

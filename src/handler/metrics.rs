@@ -77,12 +77,17 @@ impl Handler {
         let name = "tabagent_slots";
         out.family(
             name,
-            "Generation slots by model and state (idle, busy, loading).",
+            "Generation slots by model and state (idle, prefill, generating; busy and loading for a model without slots).",
             Kind::Gauge,
         );
         let states = self.models.slot_states();
-        for (model, state) in &states {
-            out.sample(name, &[("model", model), ("state", state)], 1.0);
+        for same in states.chunk_by(|a, b| a == b) {
+            let (model, state) = &same[0];
+            out.sample(
+                name,
+                &[("model", model), ("state", state)],
+                same.len() as f64,
+            );
         }
         let loaded = self.models.loaded();
         let name = "tabagent_models_loaded";

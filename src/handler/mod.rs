@@ -5,11 +5,15 @@
 //! replies go to the caller's [`ReplySink`]. It never knows which transport
 //! called it. Each area of the protocol has its own file.
 
+mod backup;
 mod chat;
+mod chat_context;
 mod chat_output;
 mod downloads;
 mod embeddings;
+mod grounding;
 mod history;
+mod knowledge;
 mod metrics;
 mod models;
 mod preload;
@@ -70,6 +74,11 @@ pub struct HandlerConfig {
     pub keep_alive: std::time::Duration,
     /// Available bytes below which `LowMemory` is published (0: never).
     pub low_memory_bytes: u64,
+    /// Generation slots of a chat model when a load does not say (0: the
+    /// default from cores and memory).
+    pub parallel: u32,
+    /// A generation reaching the context's end shifts instead of stopping.
+    pub context_shift: bool,
     /// What PullModel may fetch.
     pub pull: crate::fetch::PullPolicy,
 }
@@ -77,7 +86,7 @@ pub struct HandlerConfig {
 /// The state every request may touch; shared by all transports.
 pub struct Handler {
     stats: Arc<Stats>,
-    params: Params,
+    params: Arc<Params>,
     system: Arc<SystemProbe>,
     jobs: Jobs,
     models_dir: PathBuf,
@@ -92,6 +101,8 @@ pub struct Handler {
     store: Arc<crate::store::StoreSlot>,
     /// Every client's rate limits (none until [`Limiter::set`]).
     limiter: Arc<Limiter>,
+    /// Files arriving in parts (knowledge base documents, backups to restore).
+    uploads: Arc<crate::uploads::Uploads>,
     /// Preloads not finished yet (Health says `loading` meanwhile).
     preloading: Arc<std::sync::atomic::AtomicUsize>,
     /// OpenAI-compatible servers whose models are relayed.
@@ -120,6 +131,8 @@ impl Handler {
                 memory_budget: config.memory_budget,
                 keep_alive: config.keep_alive,
                 low_memory_bytes: config.low_memory_bytes,
+                parallel: config.parallel,
+                context_shift: config.context_shift,
             },
             loader,
             Arc::clone(&system),
@@ -128,7 +141,8 @@ impl Handler {
         models.start_housekeeping();
         Ok(Handler {
             stats: Arc::new(Stats::new(now)),
-            params: Params::load(config.data_dir.join("params.json")),
+            params: Arc::new(Params::load(config.data_dir.join("params.json"))),
+            uploads: Arc::new(crate::uploads::Uploads::new(&config.data_dir)),
             models,
             system,
             jobs: Jobs::new(config.limits)?,
@@ -155,9 +169,10 @@ impl Handler {
         &self.limiter
     }
 
-    /// Generations that can run at once (the default cap per client is twice this).
+    /// Generations a chat model runs at once by default (the default cap
+    /// per client is twice this).
     pub fn generation_slots(&self) -> usize {
-        self.jobs.generation_slots()
+        self.models.default_parallel() as usize
     }
 
     /// The counters transports record into.
@@ -265,6 +280,14 @@ impl Handler {
             Request::RagQuery(request) => self.rag_query(request, now),
             Request::ListCollections(_) => self.list_collections(),
             Request::ClearCollection(request) => self.clear_collection(request),
+            Request::UploadStart(request) => self.upload_start(request, now),
+            Request::UploadChunk(request) => self.upload_chunk(request, now),
+            Request::UploadFinish(request) => self.upload_finish(request, now),
+            Request::UploadCancel(request) => self.upload_cancel(request),
+            Request::ListDocuments(request) => self.list_documents(request),
+            Request::ExportSession(request) => self.export_session(request),
+            Request::Backup(_) => self.backup(),
+            Request::Restore(request) => self.restore(request),
         }
     }
 }

@@ -45,6 +45,7 @@ impl Handler {
             threads: request.threads,
             batch_size: request.batch_size,
             gpu_layers: request.gpu_layers,
+            parallel: request.parallel,
         };
         if let Err(error) = asked.check(&LoadBounds::machine()) {
             return Outcome::Reply(Response::error(error));
@@ -115,6 +116,10 @@ impl Handler {
                 embedding_dimensions: None,
                 upstream: None,
                 upstreams: Vec::new(),
+                parallel: resident
+                    .as_ref()
+                    .and_then(|r| r.text().ok())
+                    .map(|t| t.parallel()),
             };
             match file.format {
                 ModelFormat::Gguf => {

@@ -254,6 +254,7 @@ mod tests {
                 .collect(),
             logprobs: Vec::new(),
             trimmed_messages: 0,
+            choices: Vec::new(),
             usage: Usage {
                 prompt_tokens: 5,
                 completion_tokens: 2,
@@ -264,6 +265,7 @@ mod tests {
             session_id: None,
             upstream: None,
             fallback_from: None,
+            citations: Vec::new(),
         }
     }
 

@@ -35,7 +35,7 @@ const EMBED_BATCH: usize = 32;
 const RERANK_POOL: usize = 3;
 
 /// What a job needs to get an embedder once it runs.
-struct EmbedderSource {
+pub(super) struct EmbedderSource {
     models: Arc<ModelManager>,
     options: LoadOptions,
     now: Instant,
@@ -43,7 +43,7 @@ struct EmbedderSource {
 
 impl EmbedderSource {
     /// The model `collection` was embedded with, else the selected one.
-    fn for_collection(
+    pub(super) fn for_collection(
         &self,
         store: &Store,
         collection: &str,
@@ -74,7 +74,7 @@ impl EmbedderSource {
 }
 
 impl Handler {
-    fn embedder_source(&self, now: Instant) -> EmbedderSource {
+    pub(super) fn embedder_source(&self, now: Instant) -> EmbedderSource {
         EmbedderSource {
             models: Arc::clone(&self.models),
             options: load_options(&self.params.get()),
@@ -133,8 +133,22 @@ pub(super) fn add_document(
     embedder: &dyn Embedder,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<DocumentAdded, ApiError> {
+    add_document_with_progress(store, request, embedder, cancelled, &|_, _| {})
+}
+
+/// [`add_document`], telling `progress` (chunks embedded, chunks in all)
+/// before the first batch and after each one.
+pub(super) fn add_document_with_progress(
+    store: &Store,
+    request: AddDocumentRequest,
+    embedder: &dyn Embedder,
+    cancelled: &dyn Fn() -> bool,
+    progress: &dyn Fn(usize, usize),
+) -> Result<DocumentAdded, ApiError> {
     let document = store.chunk_document(request, embedder.model_id(), embedder.dimensions())?;
-    let mut vectors = Vec::with_capacity(document.texts().len());
+    let total = document.texts().len();
+    let mut vectors = Vec::with_capacity(total);
+    progress(0, total);
     for batch in document.texts().chunks(EMBED_BATCH) {
         if cancelled() {
             return Err(ApiError::new(
@@ -145,6 +159,7 @@ pub(super) fn add_document(
             ));
         }
         vectors.extend(embed_exactly(embedder, batch)?);
+        progress(vectors.len(), total);
     }
     Ok(store.add_document(document, vectors)?)
 }

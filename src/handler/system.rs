@@ -30,6 +30,18 @@ impl Handler {
             errors: self.stats.errors(),
             jobs_running: self.jobs.in_flight() as u64,
             latency: self.stats.latency(),
+            slots: self
+                .models
+                .loaded()
+                .iter()
+                .filter_map(|r| {
+                    let slots = r.text().ok()?.slots();
+                    (!slots.is_empty()).then(|| crate::api::ModelSlots {
+                        model: r.file.id.clone(),
+                        slots,
+                    })
+                })
+                .collect(),
         })
     }
 

@@ -71,7 +71,7 @@ impl Handler {
     pub(super) fn chat_lane(&self, model: Option<&str>) -> Lane {
         match self.relay_route(model) {
             Some(Ok(_)) => Lane::Relay,
-            _ => Lane::Model,
+            _ => Lane::Generate,
         }
     }
 
@@ -148,6 +148,7 @@ impl Handler {
                 chat_template: None,
                 finetune: None,
                 instruct: None,
+                parallel: None,
                 embedding_dimensions: None,
                 upstream: Some(upstream.name().to_string()),
                 upstreams: route

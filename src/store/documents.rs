@@ -19,7 +19,7 @@ use super::chunking::{ChunkConfig, chunk_text};
 use super::vectors::{Change, VectorIndex, extend_from_blob, normalise, to_blob};
 use crate::api::{
     AddDocumentRequest, CollectionCleared, CollectionInfo, CollectionList, DocumentAdded,
-    DocumentRef,
+    DocumentInfo, DocumentList, DocumentRef,
 };
 
 /// The largest document accepted, in bytes of text.
@@ -189,8 +189,21 @@ pub(crate) fn insert(
             document.dimensions as i64,
             now_ms
         ])?;
-    let collection = find_collection(connection, &document.collection)?
+    let mut collection = find_collection(connection, &document.collection)?
         .ok_or_else(|| StoreError::Sqlite("the collection vanished while being written".into()))?;
+    if collection.model.is_none() {
+        // Made empty (a restored backup lists collections, not their
+        // documents): its first document binds it to a model.
+        connection
+            .prepare_cached("UPDATE collections SET model = ?1, dimensions = ?2 WHERE id = ?3")?
+            .execute(params![
+                document.model,
+                document.dimensions as i64,
+                collection.id
+            ])?;
+        collection.model = Some(document.model.clone());
+        collection.dimensions = Some(document.dimensions);
+    }
     check_model(
         Some(&collection),
         &document.collection,
@@ -344,6 +357,37 @@ pub(crate) fn list_collections(connection: &Connection) -> Result<CollectionList
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(CollectionList { collections })
+}
+
+/// A collection's documents, newest first.
+pub(crate) fn list_documents(
+    connection: &Connection,
+    name: &str,
+) -> Result<DocumentList, StoreError> {
+    check_name(name)?;
+    let collection = find_collection(connection, name)?.ok_or_else(|| no_collection(name))?;
+    let documents = connection
+        .prepare_cached(
+            "SELECT d.id, d.title, d.url, d.metadata, d.length, d.created_at,
+                    (SELECT count(*) FROM chunks k WHERE k.document_id = d.id)
+             FROM documents d WHERE d.collection_id = ?1 ORDER BY d.id DESC",
+        )?
+        .query_map([collection.id], |row| {
+            Ok(DocumentInfo {
+                document_id: row.get(0)?,
+                title: row.get(1)?,
+                url: row.get(2)?,
+                metadata: super::history::parse_metadata(row.get(3)?),
+                length: row.get::<_, i64>(4)?.max(0) as u64,
+                created_at: row.get(5)?,
+                chunks: row.get::<_, i64>(6)?.max(0) as u64,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DocumentList {
+        collection: name.to_string(),
+        documents,
+    })
 }
 
 /// Reads a collection's vectors into memory.

@@ -37,6 +37,7 @@
 //! runs; the store's requests answer 503 with the reason, and [`StoreSlot`]
 //! tries again on the next request, so freeing the disk needs no restart.
 
+mod backup;
 mod chunking;
 mod db;
 mod documents;
@@ -54,12 +55,13 @@ use rusqlite::Connection;
 
 use crate::api::{
     AddDocumentRequest, ChatHistoryRequest, CollectionCleared, CollectionList, DocumentAdded,
-    DocumentRef, History, ListSessionsRequest, RagQueryRequest, RagResults, SaveMessageRequest,
-    SessionList, StoredMessage,
+    DocumentList, DocumentRef, History, ListSessionsRequest, RagQueryRequest, RagResults,
+    SaveMessageRequest, SessionList, StoredMessage,
 };
 use crate::error::ApiError;
 use crate::jobs::lock;
 
+pub use backup::{BackupFile, CollectionDump, MessageDump, SessionDump};
 pub use chunking::{ChunkConfig, chunk_text};
 pub use db::{DB_FILE, SCHEMA_VERSION};
 pub use documents::ChunkedDocument;
@@ -164,6 +166,11 @@ impl From<StoreError> for ApiError {
             StoreError::Sqlite(_) => ApiError::internal(detail),
         }
     }
+}
+
+/// Checks a collection name (1 to 256 characters).
+pub fn check_collection_name(name: &str) -> Result<(), StoreError> {
+    documents::check_name(name)
 }
 
 /// How to open a store.
@@ -358,6 +365,46 @@ impl Store {
         documents::check_name(collection)?;
         let row = self.read(|c| documents::find_collection(c, collection))?;
         Ok(row.and_then(|r| r.model))
+    }
+
+    /// A collection's documents, newest first.
+    pub fn list_documents(&self, collection: &str) -> Result<DocumentList, StoreError> {
+        let name = collection.to_string();
+        self.read(move |c| documents::list_documents(c, &name))
+    }
+
+    /// Every session with its messages and every collection, read in one
+    /// transaction (a consistent snapshot); `settings` is the caller's.
+    pub fn backup(
+        &self,
+        settings: Option<serde_json::Value>,
+        now_ms: i64,
+    ) -> Result<BackupFile, StoreError> {
+        self.read(move |c| {
+            let tx = c.unchecked_transaction()?;
+            let file = BackupFile {
+                format: backup::FORMAT.into(),
+                version: backup::VERSION,
+                created_at: now_ms,
+                settings,
+                collections: backup::dump_collections(&tx)?,
+                sessions: backup::dump_sessions(&tx)?,
+            };
+            tx.finish()?;
+            Ok(file)
+        })
+    }
+
+    /// One session with its messages, for export.
+    pub fn session_dump(&self, session_id: &str) -> Result<SessionDump, StoreError> {
+        let key = session_id.to_string();
+        self.read(move |c| backup::dump_session(c, &key))
+    }
+
+    /// Writes a checked backup in one transaction: (sessions, messages,
+    /// collections created).
+    pub fn restore(&self, file: BackupFile) -> Result<(u64, u64, u64), StoreError> {
+        self.write(move |tx, now| backup::restore(tx, &file, now))
     }
 
     /// Every collection with its counts.

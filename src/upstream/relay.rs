@@ -325,6 +325,8 @@ fn read_stream(
         session_id: None,
         upstream: Some(upstream.name().to_string()),
         fallback_from: None,
+        citations: Vec::new(),
+        choices: Vec::new(),
     })
 }
 

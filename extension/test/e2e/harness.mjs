@@ -144,13 +144,18 @@ export function launch({ chromium, profile, out, args = [], env = process.env })
     if (msg.method === 'Runtime.consoleAPICalled' && msg.params.type === 'error') pageErrors.push(msg.params.args.map((/** @type {any} */ a) => a.value ?? a.description).join(' '));
   });
 
-  /** Open a page in a new target; return an evaluator bound to it. @param {string} url @returns {Promise<Page>} */
-  async function open(url, width = 420, height = 760) {
+  /**
+   * Open a page in a new target; return an evaluator bound to it. `preScript`
+   * runs in every document of it before the page's own scripts.
+   * @param {string} url @returns {Promise<Page>}
+   */
+  async function open(url, width = 420, height = 760, preScript = '') {
     const { targetId } = await cdp.send('Target.createTarget', { url: 'about:blank' });
     const { sessionId } = await cdp.send('Target.attachToTarget', { targetId, flatten: true });
     await cdp.send('Runtime.enable', {}, sessionId);
     await cdp.send('Page.enable', {}, sessionId);
     await cdp.send('Emulation.setDeviceMetricsOverride', { width, height, deviceScaleFactor: 1, mobile: false }, sessionId);
+    if (preScript) await cdp.send('Page.addScriptToEvaluateOnNewDocument', { source: preScript }, sessionId);
     await cdp.send('Page.navigate', { url }, sessionId);
     /** @param {string} expression */
     const evaluate = async (expression) => {

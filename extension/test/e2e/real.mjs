@@ -30,6 +30,8 @@ import { networkInterfaces, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 import { Checks, assert, ext, findChromium, id, launch, sleep } from './harness.mjs';
+import { installPolicy, pageApiSteps, startPageServer } from './page-api-steps.mjs';
+import { actionSteps } from './actions-steps.mjs';
 
 const GEMMA_FILE = 'gemma-3-270m-q4_k_m.gguf';
 const GEMMA = 'gemma-3-270m-q4_k_m';
@@ -73,7 +75,10 @@ const models = join(work, 'models');
 mkdirSync(profile);
 mkdirSync(models);
 const checks = new Checks();
-const check = checks.check.bind(checks);
+/** With E2E_ONLY=page, only the steps the page API needs run. @param {string} name */
+const wanted = (name) => process.env.E2E_ONLY !== 'page' || /page API|actions|policy|install-host|loads with the pinned id|Health from the real host/.test(name);
+/** @param {string} name @param {() => Promise<void>} fn */
+const check = (name, fn) => (wanted(name) ? checks.check(name, fn) : Promise.resolve(false));
 
 /** @param {string[]} args */
 function tabagent(args) {
@@ -119,6 +124,8 @@ let server = null;
 let serverLog = '';
 /** @type {ReturnType<typeof launch> | null} */
 let chrome = null;
+/** @type {{ports: number[], close: () => void} | null} */
+let pageServer = null;
 
 try {
   // ---- models: the tiny GGUF (made here) and the real Gemma (linked) --------
@@ -138,6 +145,17 @@ try {
     assert(m.name === 'com.tabagent.host' && m.type === 'stdio', JSON.stringify(m));
     assert(realpathSync(m.path) === realpathSync(bin), `path ${m.path} is not ${bin}`);
     assert(JSON.stringify(m.allowed_origins) === JSON.stringify([`chrome-extension://${id}/`]), `allowed_origins ${JSON.stringify(m.allowed_origins)}`);
+  });
+
+  // The web pages of the page API steps, and the policy enabling the first
+  // origin; Chromium reads the policy when it starts.
+  pageServer = await startPageServer();
+  const pagePorts = pageServer.ports;
+  const policyReady = await check('a managed policy enables one test origin for the page API (private mount namespace)', async () => {
+    installPolicy(work, [`http://127.0.0.1:${pagePorts[0]}`], (cmd, args) => {
+      const r = spawnSync(cmd, args, { encoding: 'utf8' });
+      return { code: r.status, text: `${r.stdout ?? ''}${r.stderr ?? ''}`.trim() };
+    });
   });
 
   // The host Chromium starts inherits this environment: its own data dir, our models.
@@ -268,6 +286,7 @@ try {
     assert(state.who === GEMMA, `answered as ${state.who}`);
     assert(new Set(state.partials).size >= 2, `the reply did not stream in the panel (partial renders: ${JSON.stringify(state.partials)})`);
     assert(state.status.startsWith(transport), `status line ${state.status}`);
+    assert(/first token \d+\.\d\d s · \d+\.\d tok\/s · \d+ tokens/.test(state.foot), `no speed line under the answer: ${state.foot}`);
     console.log(`# side panel (${transport}) reply: ${JSON.stringify(state.text.slice(0, 200))} [${state.foot}]`);
   };
 
@@ -277,6 +296,18 @@ try {
     assert(p.ok, `SetParams: ${brief(p)}`);
     await panelChat('native', 'Write one sentence about the sea.');
   });
+
+  // ---- the page API: web pages on loopback origins ------------------------------
+  if (policyReady) {
+    await check('page API: pages get short answers (SetParams max_tokens 64)', async () => {
+      const p = await hook.evaluate(`tabagentTest.request('SetParams', {max_tokens: 64})`);
+      assert(p.ok, `SetParams: ${brief(p)}`);
+    });
+    await pageApiSteps({ check, open, hook, log: () => chrome?.stderr() ?? '', ports: pagePorts, model: GEMMA, slow: SLOW });
+  } else {
+    checks.skip('page API steps', 'no policy (see above)');
+  }
+  await actionSteps({ check, open, cdp, findWorker, hook, extensionId: id, model: GEMMA, slow: SLOW });
 
   // ---- host unregistered: WebRTC to a real server ------------------------------
   await check('`tabagent uninstall-host --user-data-dir` removes the registration', async () => {
@@ -353,7 +384,7 @@ try {
   ];
   for (const [name, fn] of /** @type {[string, () => Promise<void>][]} */ (webrtcSteps)) {
     if (webrtcUp) await check(name, fn);
-    else checks.skip(name, 'no WebRTC connection to the server (see above)');
+    else if (wanted(name)) checks.skip(name, 'no WebRTC connection to the server (see above)');
   }
 
   await check('no uncaught errors in extension pages', async () => {
@@ -374,6 +405,7 @@ try {
     if (s.exitCode === null) s.kill('SIGKILL');
   }
   writeFileSync(join(out, 'server.log'), serverLog);
+  pageServer?.close();
   if (process.env.E2E_KEEP !== '1') rmSync(work, { recursive: true, force: true, maxRetries: 3 });
 }
 console.log(`# screenshots and logs in ${out}`);

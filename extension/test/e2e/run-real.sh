@@ -1,7 +1,9 @@
 #!/bin/sh
 # The real end-to-end test (test/e2e/real.mjs) in a network namespace of its
 # own with only loopback up: WebRTC in Chromium then has no interface but
-# 127.0.0.1 to try, and nothing leaves 127.0.0.0/8. Needs root (or
+# 127.0.0.1 to try, and nothing leaves 127.0.0.0/8. Also a mount namespace
+# of its own, where the test bind-mounts a Chromium policy over
+# /etc/chromium that the rest of the machine never sees. Needs root (or
 # unprivileged user namespaces: then it runs under `unshare --map-root-user`).
 #
 #   test/e2e/run-real.sh BIN MODELS_DIR
@@ -28,8 +30,9 @@ bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 models=$(cd "$2" && pwd)
 node=$(command -v node)
 if [ "$(id -u)" -eq 0 ]; then
-  set -- unshare --net
+  set -- unshare --net --mount
 else
-  set -- unshare --net --map-root-user
+  set -- unshare --net --mount --map-root-user
 fi
+export TABAGENT_E2E_PRIVATE_MOUNT=1
 exec "$@" sh -c 'ip link set lo up && exec "$0" "$1" "$2" "$3"' "$node" "$here/real.mjs" "$bin" "$models"

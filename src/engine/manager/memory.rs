@@ -74,7 +74,17 @@ impl ModelManager {
         asked: &LoadSettings,
     ) -> Result<LoadOptions, ApiError> {
         match file.format {
-            ModelFormat::Gguf => fit(defaults, asked, &gguf_facts(file)?),
+            ModelFormat::Gguf => {
+                let defaults = LoadOptions {
+                    parallel: match defaults.parallel {
+                        0 => self.config.parallel,
+                        asked => asked,
+                    },
+                    context_shift: self.config.context_shift,
+                    ..defaults
+                };
+                fit(defaults, asked, &gguf_facts(file)?)
+            }
             ModelFormat::Onnx => {
                 // ONNX Runtime takes none of these; its threads are its own.
                 asked.check(&LoadBounds::machine())?;

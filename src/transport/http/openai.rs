@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::reply::{Answer, ReplyContext};
 use super::routes::Shape;
-use crate::api::{ChatChunk, ChatComplete, FinishReason, Reply, Response, TokenLogprob, Usage};
+use crate::api::{ChatChunk, FinishReason, Reply, Response, TokenLogprob, ToolCall, Usage};
 
 /// The model a translated request named, for the chunks of its stream.
 pub fn requested_model(request: &crate::api::Request) -> Option<String> {
@@ -32,13 +32,21 @@ pub fn render(shape: Shape, reply: &Reply, context: &ReplyContext) -> Option<Ans
             "created": created(context),
             "model": done.model,
             "system_fingerprint": fingerprint(),
-            "choices": [{
+            "choices": std::iter::once(json!({
                 "index": 0,
-                "message": message(done),
+                "message": message(&done.text, &done.tool_calls, done.reasoning.as_deref()),
                 "logprobs": chat_logprobs(&done.logprobs),
                 "finish_reason": finish_reason(done.finish_reason),
-            }],
+            }))
+            .chain(done.choices.iter().map(|c| json!({
+                "index": c.index,
+                "message": message(&c.text, &c.tool_calls, c.reasoning.as_deref()),
+                "logprobs": chat_logprobs(&c.logprobs),
+                "finish_reason": finish_reason(c.finish_reason),
+            })))
+            .collect::<Vec<Value>>(),
             "usage": usage(&done.usage),
+            "trimmed_messages": done.trimmed_messages,
         }),
         (Response::ChatComplete(done), Shape::OpenAiCompletion) => json!({
             "id": completion_id(shape, context),
@@ -46,12 +54,19 @@ pub fn render(shape: Shape, reply: &Reply, context: &ReplyContext) -> Option<Ans
             "created": created(context),
             "model": done.model,
             "system_fingerprint": fingerprint(),
-            "choices": [{
+            "choices": std::iter::once(json!({
                 "text": done.text,
                 "index": 0,
                 "logprobs": completion_logprobs(&done.logprobs),
                 "finish_reason": finish_reason(done.finish_reason),
-            }],
+            }))
+            .chain(done.choices.iter().map(|c| json!({
+                "text": c.text,
+                "index": c.index,
+                "logprobs": completion_logprobs(&c.logprobs),
+                "finish_reason": finish_reason(c.finish_reason),
+            })))
+            .collect::<Vec<Value>>(),
             "usage": usage(&done.usage),
         }),
         (Response::Tokens(tokens), Shape::LlamaTokenize) => json!({"tokens": tokens.tokens}),
@@ -63,15 +78,15 @@ pub fn render(shape: Shape, reply: &Reply, context: &ReplyContext) -> Option<Ans
 
 /// The assistant's message: its text (null when it only called tools), its
 /// tool calls and its reasoning.
-fn message(done: &ChatComplete) -> Value {
-    let mut message = json!({"role": "assistant", "content": done.text});
-    if !done.tool_calls.is_empty() {
-        if done.text.is_empty() {
+fn message(text: &str, tool_calls: &[ToolCall], reasoning: Option<&str>) -> Value {
+    let mut message = json!({"role": "assistant", "content": text});
+    if !tool_calls.is_empty() {
+        if text.is_empty() {
             message["content"] = Value::Null;
         }
-        message["tool_calls"] = json!(done.tool_calls);
+        message["tool_calls"] = json!(tool_calls);
     }
-    if let Some(reasoning) = &done.reasoning {
+    if let Some(reasoning) = reasoning {
         message["reasoning_content"] = json!(reasoning);
     }
     message
@@ -104,12 +119,12 @@ pub fn event(shape: Shape, reply: &Reply, first: bool, context: &ReplyContext) -
             let mut body = head(requested);
             body["choices"] = if chat {
                 json!([{
-                    "index": 0, "delta": delta(chunk, first),
+                    "index": chunk.index, "delta": delta(chunk, first),
                     "logprobs": chat_logprobs(&chunk.logprobs), "finish_reason": null,
                 }])
             } else {
                 json!([{
-                    "text": chunk.delta, "index": 0,
+                    "text": chunk.delta, "index": chunk.index,
                     "logprobs": completion_logprobs(&chunk.logprobs), "finish_reason": null,
                 }])
             };
@@ -118,11 +133,24 @@ pub fn event(shape: Shape, reply: &Reply, first: bool, context: &ReplyContext) -
         Response::ChatComplete(done) => {
             let reason = finish_reason(done.finish_reason);
             let mut body = head(&done.model);
-            body["choices"] = if chat {
-                json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason}])
-            } else {
-                json!([{"text": "", "index": 0, "logprobs": null, "finish_reason": reason}])
-            };
+            if chat && done.trimmed_messages > 0 {
+                body["trimmed_messages"] = json!(done.trimmed_messages);
+            }
+            let reasons = std::iter::once((0, reason)).chain(
+                done.choices
+                    .iter()
+                    .map(|c| (c.index, finish_reason(c.finish_reason))),
+            );
+            body["choices"] = reasons
+                .map(|(index, reason)| {
+                    if chat {
+                        json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": reason})
+                    } else {
+                        json!({"text": "", "index": index, "logprobs": null, "finish_reason": reason})
+                    }
+                })
+                .collect::<Vec<Value>>()
+                .into();
             if context.wire.include_usage {
                 // OpenAI's order: the finish reason, then usage alone.
                 events.push(body);

@@ -32,8 +32,9 @@ const SAMPLING: [&str; 14] = [
     "min_tokens",
 ];
 /// Chat-only fields copied as they are.
-const CHAT_ONLY: [&str; 7] = [
+const CHAT_ONLY: [&str; 8] = [
     "tools",
+    "truncate",
     "tool_choice",
     "parallel_tool_calls",
     "grammar",
@@ -132,12 +133,13 @@ pub fn translate(shape: Shape, body: Option<Value>) -> Result<Option<Value>, Str
                     "max_completion_tokens" => {
                         out.insert("max_tokens".into(), value.clone());
                     }
-                    "n" if value.as_u64() == Some(1) => {}
-                    "n" => {
-                        return Err(format!(
-                            "n = {value} is not supported: one choice per request"
-                        ));
-                    }
+                    "n" => match value.as_u64() {
+                        Some(1) => {}
+                        Some(n) if n > 1 && n <= u64::from(u32::MAX) => {
+                            out.insert("n".into(), value.clone());
+                        }
+                        _ => return Err(format!("n = {value}: choices are 1 or more")),
+                    },
                     "stream" => match value {
                         Value::Bool(_) => {
                             out.insert("stream".into(), value.clone());
@@ -381,7 +383,8 @@ mod tests {
             (plain["prompt"].clone(), plain["stream"].clone()),
             (json!("x"), json!(false))
         );
-        assert!(chat(json!({"messages": [], "n": 2})).is_err());
+        assert_eq!(chat(json!({"messages": [], "n": 3})).unwrap()["n"], 3);
+        assert!(chat(json!({"messages": [], "n": 0})).is_err());
         assert!(translate(Shape::OpenAiCompletion, Some(json!({"prompt": ["a", "b"]}))).is_err());
     }
 

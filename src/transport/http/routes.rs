@@ -104,6 +104,7 @@ const FORCE: &[(&str, Kind)] = &[("force", Kind::Boolean)];
 const SIZING: &[(&str, Kind)] = &[("context_size", Kind::Integer)];
 const DOCUMENT: &[(&str, Kind)] = &[("document_id", Kind::Integer)];
 const PAGE: &[(&str, Kind)] = &[("limit", Kind::Integer)];
+const CHUNK: &[(&str, Kind)] = &[("index", Kind::Integer)];
 const HISTORY_PAGE: &[(&str, Kind)] = &[("limit", Kind::Integer), ("before", Kind::Integer)];
 
 /// Whether a path needs the API key: all do but `/health` and the API page
@@ -194,6 +195,26 @@ pub const ROUTES: &[Route] = &[
         "/api/collections/{collection}/clear",
         "ClearCollection",
     ),
+    route(
+        "GET",
+        "/api/collections/{collection}/documents",
+        "ListDocuments",
+    ),
+    // the knowledge base: uploads in parts
+    route("POST", "/api/uploads", "UploadStart").body(),
+    route(
+        "PUT",
+        "/api/uploads/{upload_id}/chunks/{index}",
+        "UploadChunk",
+    )
+    .typed(CHUNK)
+    .body(),
+    route("POST", "/api/uploads/{upload_id}/finish", "UploadFinish"),
+    route("DELETE", "/api/uploads/{upload_id}", "UploadCancel"),
+    // export, backup and restore
+    route("GET", "/api/sessions/{session_id}/export", "ExportSession"),
+    route("GET", "/api/backup", "Backup"),
+    route("POST", "/api/restore", "Restore").body(),
     // history
     route("GET", "/api/sessions", "ListSessions").typed(PAGE),
     route("GET", "/api/sessions/{session_id}/messages", "ChatHistory").typed(HISTORY_PAGE),
