@@ -244,7 +244,7 @@ fn server_push_streams_to_subscribed_sessions_only() {
         (ack["response_type"].clone(), ack["done"].clone()),
         (json!("Subscribed"), json!(false))
     );
-    assert_eq!(ack["events"].as_array().unwrap().len(), 5);
+    assert_eq!(ack["events"].as_array().unwrap().len(), 6);
     let ack =
         low.recv_after_send(json!({"id": 1, "request_type": "Subscribe", "events": ["LowMemory"]}));
     assert_eq!(ack["events"], json!(["LowMemory"]));
