@@ -634,6 +634,11 @@ fn test_models() -> Option<PathBuf> {
 #[test]
 fn retrieval_with_the_real_embedding_model() {
     let Some(models) = test_models().filter(|_| cfg!(feature = "onnx")) else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "retrieval_with_the_real_embedding_model needs the onnx feature and TABAGENT_TEST_MODELS"
+        );
         eprintln!("skipped: needs the onnx feature and TABAGENT_TEST_MODELS");
         return;
     };
