@@ -25,6 +25,15 @@ fn server(real: &Path) -> (TempDir, HttpServer) {
         std::os::unix::fs::symlink(real.join(&name), dir.path().join(&name)).unwrap();
     }
     let server = http_server(&dir, &[]);
+    let one_thread = json!({"threads": crate::slots::LLAMA_THREADS}).to_string();
+    crate::util::http(
+        server.addr,
+        "PATCH",
+        "/api/params",
+        &[],
+        Some(one_thread.as_bytes()),
+    )
+    .assert_status(200);
     (dir, server)
 }
 

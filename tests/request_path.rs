@@ -255,7 +255,7 @@ fn tight_server(models: &TempDir) -> HttpServer {
     HttpServer::start_with(TempDir::new("data"), move |command| {
         command
             .env("TABAGENT_MODELS_DIR", &models)
-            .env("TABAGENT_SEND_QUEUE_BYTES", "16384")
+            .env("TABAGENT_SEND_QUEUE_BYTES", "4096")
             .env("TABAGENT_SEND_TIMEOUT", "2")
             .env("TABAGENT_HTTP_SEND_BUFFER", "4096")
             // The pull below comes from a file server on loopback.
@@ -277,9 +277,10 @@ fn never_reads(server: &HttpServer, head: &str) -> TcpStream {
 fn a_chat_stream_nobody_reads_ends_and_stalls_no_one() {
     let models = crate::inference::tiny_models(&["tiny"]);
     let server = tight_server(&models);
-    // Seed 4 makes the tiny model run to max_tokens (480 tokens, ~70 KB of
-    // events): far more than the bounds and buffers below hold.
-    let body = json!({"model": "tiny", "stream": true, "max_tokens": 480, "seed": 4,
+    // The tiny model runs to max_tokens (480 tokens, ~70 KB of events): far
+    // more than the bounds and buffers below hold. `ignore_eos`, because a
+    // batch shared with the other chat below changes the sampled tokens.
+    let body = json!({"model": "tiny", "stream": true, "max_tokens": 480, "ignore_eos": true,
         "messages": [{"role": "user", "content": "hello"}]})
     .to_string();
     let head = format!(
@@ -301,9 +302,18 @@ fn a_chat_stream_nobody_reads_ends_and_stalls_no_one() {
     assert_eq!(other.ok_json()["response_type"], "ChatComplete");
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    // The stalled stream was ended before the generation finished: its last
-    // event says why (or, had the reader stayed away past the send timeout,
-    // the connection was closed), and it never completes.
+    // The stalled stream's job ends by itself: the bounds above stop it (a
+    // generation that ran on would keep its slot busy until max_tokens).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !crate::slots::busy_jobs(&crate::slots::loaded_slots(&server, "tiny")).is_empty() {
+        assert!(Instant::now() < deadline, "the stalled job still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Only now does the client read: the stream was ended before the
+    // generation finished, its last event says why (or, had the reader
+    // stayed away past the send timeout, the connection was closed), and it
+    // never completes.
     stalled
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

@@ -70,8 +70,13 @@ fn read_all(streams: Vec<EventStream>) -> Vec<Vec<Value>> {
     readers.into_iter().map(|r| r.join().unwrap()).collect()
 }
 
+/// One llama.cpp thread per loaded model: `make test` runs two tests at once
+/// on 2 cores, and llama.cpp's threads spin at their barriers, so two
+/// servers with two threads each slow down tenfold or more.
+pub const LLAMA_THREADS: u32 = 1;
+
 /// The slots `/api/loaded` shows for `model`.
-fn loaded_slots(server: &HttpServer, model: &str) -> Vec<Value> {
+pub fn loaded_slots(server: &HttpServer, model: &str) -> Vec<Value> {
     let loaded = server.get("/api/loaded").ok_json();
     let entry = loaded["models"]
         .as_array()
@@ -84,7 +89,7 @@ fn loaded_slots(server: &HttpServer, model: &str) -> Vec<Value> {
 }
 
 /// Job ids of the slots that are not idle.
-fn busy_jobs(slots: &[Value]) -> Vec<String> {
+pub fn busy_jobs(slots: &[Value]) -> Vec<String> {
     slots
         .iter()
         .filter(|s| s["state"] != "idle")
@@ -220,7 +225,10 @@ fn gemma_four_generate_at_once_a_fifth_waits_and_a_stop_frees_a_slot() {
     };
     let server = http_server(&models, &[("TABAGENT_PARALLEL", "4")]);
     server
-        .post(&format!("/api/models/{GEMMA}/load"), &json!({"threads": 2}))
+        .post(
+            &format!("/api/models/{GEMMA}/load"),
+            &json!({"threads": LLAMA_THREADS}),
+        )
         .assert_status(200);
     // The fourth is stopped early; the others run to their own counts.
     let counts = [96u32, 112, 128, 400];
@@ -301,7 +309,10 @@ fn gemma_grammars_stay_in_their_own_streams_and_greedy_tokens_mostly_match() {
     };
     let server = http_server(&models, &[("TABAGENT_PARALLEL", "4")]);
     server
-        .post(&format!("/api/models/{GEMMA}/load"), &json!({"threads": 2}))
+        .post(
+            &format!("/api/models/{GEMMA}/load"),
+            &json!({"threads": LLAMA_THREADS}),
+        )
         .assert_status(200);
     let literals = [
         "the first stream says one, one, one and nothing else at all",
@@ -399,7 +410,10 @@ fn gemma_embeddings_answer_while_four_generate() {
     std::os::unix::fs::symlink(&minilm, models.path().join("all-minilm-l6-v2")).unwrap();
     let server = http_server(&models, &[("TABAGENT_PARALLEL", "4")]);
     server
-        .post(&format!("/api/models/{GEMMA}/load"), &json!({"threads": 2}))
+        .post(
+            &format!("/api/models/{GEMMA}/load"),
+            &json!({"threads": LLAMA_THREADS}),
+        )
         .assert_status(200);
     let mut streams: Vec<EventStream> = (0..4)
         .map(|i| {

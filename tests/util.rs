@@ -334,17 +334,34 @@ impl HttpServer {
     }
 
     pub fn get(&self, path: &str) -> HttpReply {
-        http(self.addr, "GET", path, &[], None)
+        self.answer(raw_request(self.addr, "GET", path, &[], None, true))
     }
 
     pub fn post(&self, path: &str, body: &Value) -> HttpReply {
-        http(
+        let body = body.to_string();
+        self.answer(raw_request(
             self.addr,
             "POST",
             path,
             &[],
-            Some(body.to_string().as_bytes()),
-        )
+            Some(body.as_bytes()),
+            true,
+        ))
+    }
+
+    /// Parses a reply; when there is none (the server closed the connection
+    /// or stayed silent past the read timeout), fails with the server's last
+    /// log lines, which say whether it crashed.
+    fn answer(&self, raw: Vec<u8>) -> HttpReply {
+        if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            let log = self.log.lock().unwrap();
+            let tail = log[log.len().saturating_sub(40)..].join("\n");
+            panic!(
+                "no response from the server ({} bytes); its last log lines:\n{tail}",
+                raw.len()
+            );
+        }
+        parse_response(&raw)
     }
 }
 
@@ -432,6 +449,18 @@ fn request(
     body: Option<&[u8]>,
     with_key: bool,
 ) -> HttpReply {
+    parse_response(&raw_request(addr, method, path, headers, body, with_key))
+}
+
+/// Sends one request and reads everything until the server closes.
+fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    with_key: bool,
+) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -465,7 +494,7 @@ fn request(
     }
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    parse_response(&raw)
+    raw
 }
 
 /// Parses one raw response (head and body) as read from a socket.
