@@ -99,6 +99,9 @@ pub struct Resident {
     /// Estimated bytes it holds.
     pub memory_bytes: u64,
     last_used: Mutex<Instant>,
+    /// Never unloaded for idleness (LoadModel's `keep_loaded`); an unload
+    /// ends it, and an eviction for memory still applies.
+    keep_loaded: AtomicBool,
 }
 
 impl Resident {
@@ -130,6 +133,16 @@ impl Resident {
         now.saturating_duration_since(*lock(&self.last_used))
     }
 
+    /// Whether it stays loaded however long it is idle.
+    pub fn keeps_loaded(&self) -> bool {
+        self.keep_loaded.load(Ordering::Relaxed)
+    }
+
+    /// Keeps it loaded however long it is idle (or not).
+    pub fn set_keep_loaded(&self, on: bool) {
+        self.keep_loaded.store(on, Ordering::Relaxed);
+    }
+
     /// How ListLoadedModels shows it.
     pub fn describe(&self, now: Instant) -> LoadedModel {
         LoadedModel {
@@ -142,6 +155,7 @@ impl Resident {
             idle_seconds: self.idle(now).as_secs(),
             parallel: self.text().ok().map(|t| t.parallel()),
             slots: self.text().map(|t| t.slots()).unwrap_or_default(),
+            keep_loaded: self.keeps_loaded(),
         }
     }
 }
@@ -414,6 +428,7 @@ impl ModelManager {
                 options,
                 memory_bytes,
                 last_used: Mutex::new(now),
+                keep_loaded: AtomicBool::new(false),
             });
             slots.insert(file.id.clone(), Slot::Ready(Arc::clone(&resident)));
             resident
@@ -524,7 +539,11 @@ impl ModelManager {
         let idle: Vec<String> = slots
             .iter()
             .filter_map(|(id, slot)| match slot {
-                Slot::Ready(r) if Arc::strong_count(r) == 1 && r.idle(now) >= keep_alive => {
+                Slot::Ready(r)
+                    if Arc::strong_count(r) == 1
+                        && !r.keeps_loaded()
+                        && r.idle(now) >= keep_alive =>
+                {
                     Some(id.clone())
                 }
                 _ => None,
