@@ -28,6 +28,7 @@ async function show() {
   for (const r of radios()) r.checked = r.value === s.transport;
   serverUrl.value = s.serverUrl;
   apiKey.value = s.apiKey;
+  $('keep-loaded').checked = s.keepLoaded;
   $('ext-id').textContent = chrome.runtime.id;
   $('install-cmd').textContent = `tabagent install-host --extension-id ${chrome.runtime.id}`;
   $('allow-cmd').textContent = `tabagent allow-extension ${chrome.runtime.id}`;
@@ -47,6 +48,7 @@ async function save(ev) {
     transport: /** @type {any} */ (transport),
     serverUrl: url,
     apiKey: apiKey.value.trim(),
+    keepLoaded: $('keep-loaded').checked,
   });
   await chrome.storage.local.set({ [TEMPLATES_KEY]: $('templates').value });
   serverUrl.value = url;

@@ -1,9 +1,11 @@
 // The side panel's entry point: it wires the page's controls to the parts in
 // panel/ and starts them. The parts: status.js (status line), activity.js
 // (what the server pushes: model loading, pulls, unloads, low memory),
-// models.js (model picker, load, unload, pull), conversation.js (streamed
-// chat, stop, "ask about this page"), messages.js (the message list),
-// history.js (chats kept by the server), ui.js and context.js (shared DOM
+// models.js (model picker, load, unload, pull), chat-settings.js (this
+// chat's model and parameters, preloading the model, the context meter),
+// conversation.js (streamed chat, stop, "ask about this page"), turns.js
+// (regenerate, edit-and-resend), messages.js (the message list),
+// history.js (chats kept by the server, full-text search), ui.js and context.js (shared DOM
 // handles, client and state). All traffic goes through the page's
 // TabAgentClient to the service worker, which holds the real connection.
 
@@ -13,7 +15,8 @@ import { watchActions } from './panel/actions.js';
 import { resetActivity, watchServer } from './panel/activity.js';
 import { chat, client, rendererReady, state } from './panel/context.js';
 import { askAboutPage, onSend, setBusy } from './panel/conversation.js';
-import { newChat, renderHistory, toggleHistory } from './panel/history.js';
+import { preloadModel, showChatSettings, watchChatSettings } from './panel/chat-settings.js';
+import { newChat, onHistorySearch, toggleHistory } from './panel/history.js';
 import { loadOrUnload, pull, refreshModels } from './panel/models.js';
 import { refreshStatus, showStatus } from './panel/status.js';
 import { debounce, errorText, notice, ui } from './panel/ui.js';
@@ -43,13 +46,13 @@ ui.stop.addEventListener('click', () => chat.stop().catch((e) => notice(`stop: $
 ui.askPage.addEventListener('click', askAboutPage);
 ui.newChat.addEventListener('click', newChat);
 ui.historyToggle.addEventListener('click', toggleHistory);
-ui.historySearch.addEventListener('input', renderHistory);
+ui.historySearch.addEventListener('input', onHistorySearch);
 ui.openOptions.addEventListener('click', () => chrome.runtime.openOptionsPage());
 ui.retry.addEventListener('click', retry);
 ui.modelRefresh.addEventListener('click', refreshModels);
 ui.modelLoad.addEventListener('click', () => loadOrUnload(Req.LoadModel));
 ui.modelUnload.addEventListener('click', () => loadOrUnload(Req.UnloadModel));
-ui.modelSelect.addEventListener('change', () => chrome.storage.local.set({ model: ui.modelSelect.value }));
+watchChatSettings();
 ui.pullForm.addEventListener('submit', pull);
 ui.systemPrompt.addEventListener(
   'input',
@@ -74,6 +77,10 @@ async function start() {
   watchServer({ onModelsChanged: refreshModels });
   await refreshStatus();
   await refreshModels();
+  showChatSettings();
+  // the first answer need not wait for the model the user chose to load
+  const { model: chosen } = await chrome.storage.local.get('model');
+  if (chosen && ui.modelSelect.value === chosen) void preloadModel();
   const renderer = await rendererReady;
   if (!renderer.rich) notice('Markdown is off: run `npm run build` in extension/ to copy the libraries.');
   // a context menu action or the keyboard command that opened the panel

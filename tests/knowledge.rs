@@ -18,12 +18,12 @@ use sha2::{Digest, Sha256};
 
 use crate::util::{HttpServer, NativeHost, TempDir, http};
 
-const MINILM: &str = "all-minilm-l6-v2";
+pub(crate) const MINILM: &str = "all-minilm-l6-v2";
 const SMOLLM: &str = "smollm2-135m-instruct-q4_1";
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// The models dir of `make test`, or None outside it (a failure under CI).
-fn real_models(test: &str) -> Option<PathBuf> {
+pub(crate) fn real_models(test: &str) -> Option<PathBuf> {
     let found = std::env::var_os("TABAGENT_TEST_MODELS")
         .zip(std::env::var_os("ORT_DYLIB_PATH"))
         .filter(|_| cfg!(all(feature = "onnx", feature = "llama", feature = "pdf")));
@@ -139,7 +139,7 @@ impl Host {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -9,6 +9,7 @@ mod context;
 mod docs;
 #[cfg(feature = "onnx")]
 mod embeddings;
+mod history;
 mod hostile;
 mod http;
 #[cfg(feature = "llama")]

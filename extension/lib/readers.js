@@ -70,13 +70,37 @@ export function readSessions(reply) {
       id: str(s?.session_id ?? s?.id),
       title: str(s?.title ?? s?.preview ?? s?.first_message ?? s?.summary).trim(),
       updatedAt: readTime(s?.updated_at ?? s?.last_message_at ?? s?.last_active ?? s?.created_at),
-      count: num(s?.message_count ?? s?.messages_count ?? s?.count),
+      count: num(s?.message_count ?? s?.messages_count ?? s?.count ?? s?.messages),
     }))
     .filter((s) => s.id !== '');
   if (sessions.every((s) => s.updatedAt !== null)) {
     sessions.sort((a, b) => /** @type {number} */ (b.updatedAt) - /** @type {number} */ (a.updatedAt));
   }
   return sessions;
+}
+
+/**
+ * @typedef {{messageId: number | null, role: string, snippet: string}} SearchMatch
+ * @typedef {SessionEntry & {matches: SearchMatch[]}} SearchHit
+ */
+
+/**
+ * SearchHistory -> sessions, best match first as the server ranked them.
+ * @param {Envelope} reply
+ * @returns {SearchHit[]}
+ */
+export function readHistorySearch(reply) {
+  return listOf(reply, ['sessions', 'results'])
+    .map((s) => ({
+      id: str(s?.session_id ?? s?.id),
+      title: str(s?.title).trim(),
+      updatedAt: readTime(s?.updated_at),
+      count: num(s?.messages ?? s?.message_count),
+      matches: (Array.isArray(s?.matches) ? s.matches : [])
+        .map((/** @type {any} */ m) => ({ messageId: num(m?.message_id), role: str(m?.role), snippet: str(m?.snippet ?? m?.text) }))
+        .filter((/** @type {SearchMatch} */ m) => m.snippet !== ''),
+    }))
+    .filter((s) => s.id !== '');
 }
 
 /**
@@ -176,4 +200,33 @@ export function formatWhen(ms, now = Date.now()) {
   const d = new Date(ms);
   const sameDay = new Date(now).toDateString() === d.toDateString();
   return sameDay ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : d.toLocaleDateString();
+}
+
+/**
+ * A search snippet cut into plain and matching parts, for highlighting
+ * without HTML: each word of `query` matches case-insensitively at the start
+ * of a word (the server matches words by prefix too).
+ * @param {string} text
+ * @param {string} query
+ * @returns {{text: string, match: boolean}[]}
+ */
+export function highlightParts(text, query) {
+  const words = query
+    .split(/[^\p{L}\p{N}]+/u)
+    .filter(Boolean)
+    .map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+    .sort((a, b) => b.length - a.length);
+  if (words.length === 0) return text ? [{ text, match: false }] : [];
+  const pattern = new RegExp(`(?<![\\p{L}\\p{N}])(?:${words.join('|')})`, 'giu');
+  /** @type {{text: string, match: boolean}[]} */
+  const parts = [];
+  let at = 0;
+  for (const m of text.matchAll(pattern)) {
+    const start = /** @type {number} */ (m.index);
+    if (start > at) parts.push({ text: text.slice(at, start), match: false });
+    parts.push({ text: m[0], match: true });
+    at = start + m[0].length;
+  }
+  if (at < text.length) parts.push({ text: text.slice(at), match: false });
+  return parts;
 }

@@ -1,6 +1,7 @@
 // User settings kept in chrome.storage.local (not sync: the API key stays
 // on this machine): which transport to use, the server URL for WebRTC
-// signaling, the API key, and the side panel's system prompt. Reading is
+// signaling, the API key, the side panel's system prompt, and whether the
+// chat model is kept loaded (LoadModel's `keep_loaded`). Reading is
 // tolerant: anything missing or malformed falls back to its default.
 
 import { DEFAULT_SERVER_URL } from './protocol.js';
@@ -14,6 +15,7 @@ import { DEFAULT_SERVER_URL } from './protocol.js';
  * @property {string} apiKey
  * @property {string} systemPrompt
  * @property {string} pageModel  the chat model web pages get through the page API ('' = the server's default)
+ * @property {boolean} keepLoaded  the side panel's chat model stays loaded however long it is idle
  */
 
 /** @type {Readonly<Settings>} */
@@ -23,6 +25,7 @@ export const DEFAULT_SETTINGS = Object.freeze({
   apiKey: '',
   systemPrompt: '',
   pageModel: '',
+  keepLoaded: false,
 });
 
 /** Storage keys the service worker reacts to (a change reconnects). */
@@ -68,6 +71,7 @@ export function parseSettings(raw) {
     apiKey: typeof r.apiKey === 'string' ? r.apiKey.trim() : '',
     systemPrompt: typeof r.systemPrompt === 'string' ? r.systemPrompt : '',
     pageModel: typeof r.pageModel === 'string' ? r.pageModel.trim() : '',
+    keepLoaded: r.keepLoaded === true,
   };
 }
 

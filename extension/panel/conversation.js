@@ -1,7 +1,7 @@
 // One turn of the conversation: send the input and stream the reply into a
-// new message (rendered as markdown as it arrives), the busy state of the
-// composer, and "ask about this page" (index the page's text, search it, and
-// answer with cited excerpts).
+// new message (rendered as markdown as it arrives) with its speed line and
+// context-usage meter, the busy state of the composer, and "ask about this
+// page" (index the page's text, search it, and answer with cited excerpts).
 
 import {
   RAG_TOP_K,
@@ -17,9 +17,11 @@ import { readHits } from '../lib/readers.js';
 import { speedLine } from '../lib/speed.js';
 import { settleActivity } from './activity.js';
 import { chat, client, rendererReady, state } from './context.js';
+import { showContextMeter } from './chat-settings.js';
 import { refreshHistory } from './history.js';
 import { chosenCollections, showCitations } from './knowledge.js';
 import { addMessage, scrollToEnd, showSources } from './messages.js';
+import { markTurns, turnOptions } from './turns.js';
 import { errorText, notice, ui } from './ui.js';
 
 /** @typedef {import('../lib/readers.js').RagHit} RagHit */
@@ -40,10 +42,11 @@ export function setBusy(on) {
  * @param {string} input
  * @param {{system?: string, tag?: string, sources?: RagHit[]}} [opts]
  */
-async function sendTurn(input, opts = {}) {
+export async function sendTurn(input, opts = {}) {
   const renderer = await rendererReady;
-  addMessage('user', input, { tag: opts.tag });
+  turnOptions.set(addMessage('user', input, { tag: opts.tag }).article, opts);
   const model = ui.modelSelect.value || undefined;
+  if (model && chat.settings.model !== model) await chat.setSettings({ model });
   const { article, body } = addMessage('assistant', '', { who: model ?? 'tabagent' });
   body.classList.add('pending');
   let finished = false;
@@ -87,6 +90,7 @@ async function sendTurn(input, opts = {}) {
     copy.addEventListener('click', () => navigator.clipboard.writeText(result.text).then(() => (copy.textContent = 'copied'), () => (copy.textContent = 'copy failed')));
     foot.append(' ', copy);
     article.append(foot);
+    if (model) void showContextMeter(article, model, result.usage);
     if (opts.sources) showSources(article, opts.sources, citedIndexes(result.text, opts.sources.length));
     if (result.citations) showCitations(article, result.citations);
   } catch (e) {
@@ -97,6 +101,7 @@ async function sendTurn(input, opts = {}) {
     body.textContent = [latest, errorText(e)].filter(Boolean).join('\n\n');
   } finally {
     settleActivity(model); // the first message auto-loads the model; a failed load sends no event
+    markTurns();
     scrollToEnd();
     if (!ui.history.hidden) refreshHistory();
   }

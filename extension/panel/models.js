@@ -4,6 +4,7 @@
 
 import { ModelKind, Req } from '../lib/protocol.js';
 import { formatBytes, readModels } from '../lib/readers.js';
+import { loadSettings } from '../lib/settings.js';
 import { settleActivity } from './activity.js';
 import { client } from './context.js';
 import { refreshStatus } from './status.js';
@@ -49,7 +50,8 @@ export async function loadOrUnload(type) {
   notice(`${verb} ${model}…`);
   ui.modelLoad.disabled = ui.modelUnload.disabled = true;
   try {
-    await client.request(type, { model }, { timeoutMs: 10 * 60_000 });
+    const keep = type === Req.LoadModel ? { keep_loaded: (await loadSettings(chrome.storage.local)).keepLoaded } : {};
+    await client.request(type, { model, ...keep }, { timeoutMs: 10 * 60_000 });
     notice(`${model}: ${type === Req.LoadModel ? 'loaded' : 'unloaded'}`);
   } catch (e) {
     notice(`${model}: ${errorText(e)}`);

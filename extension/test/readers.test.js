@@ -115,7 +115,10 @@ test('settings fall back to defaults on bad input', () => {
     apiKey: '',
     systemPrompt: '',
     pageModel: '',
+    keepLoaded: false,
   });
+  assert.equal(parseSettings({ keepLoaded: true }).keepLoaded, true);
+  assert.equal(parseSettings({ keepLoaded: 'yes' }).keepLoaded, false);
   assert.equal(normalizeServerUrl(' http://localhost:9000/ '), 'http://localhost:9000');
   assert.equal(normalizeServerUrl('http://127.0.0.1:8080/base/'), 'http://127.0.0.1:8080/base');
   assert.equal(normalizeServerUrl('javascript:alert(1)'), null);

@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod events;
+pub mod history;
 mod ids;
 pub mod knowledge;
 pub mod models;
@@ -22,6 +23,7 @@ use crate::error::ApiError;
 
 pub use chat::*;
 pub use events::*;
+pub use history::*;
 pub use ids::{JobId, RequestId};
 pub use knowledge::*;
 pub use models::*;
@@ -77,6 +79,9 @@ pub enum Request {
     SaveMessage(SaveMessageRequest),
     ListSessions(ListSessionsRequest),
     DeleteSession(SessionRef),
+    SearchHistory(SearchHistoryRequest),
+    TruncateSession(TruncateSessionRequest),
+    SetSessionSettings(SessionSettings),
     // system
     Health(Empty),
     SystemInfo(Empty),
@@ -148,6 +153,9 @@ impl Request {
             SaveMessage,
             ListSessions,
             DeleteSession,
+            SearchHistory,
+            TruncateSession,
+            SetSessionSettings,
             Health,
             SystemInfo,
             GetStats,
@@ -350,6 +358,9 @@ pub enum Response {
     MessageSaved(SavedMessage),
     Sessions(SessionList),
     SessionDeleted(SessionRef),
+    HistoryResults(HistoryResults),
+    SessionTruncated(SessionTruncated),
+    SessionSettings(SessionSettings),
     // system
     Health(Health),
     SystemInfo(Box<SystemInfo>),

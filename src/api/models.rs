@@ -25,6 +25,9 @@ pub struct LoadModelRequest {
     pub gpu_layers: Option<u32>,
     /// Generations that run at once (slots); absent: the `parallel` setting.
     pub parallel: Option<u32>,
+    /// true: never unload it for idleness (the `keep_alive` setting) until
+    /// UnloadModel or a load with false; absent: as it was.
+    pub keep_loaded: Option<bool>,
 }
 
 /// Download a model.
@@ -194,6 +197,8 @@ pub struct LoadedModel {
     /// Each slot's state (GGUF).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub slots: Vec<SlotStatus>,
+    /// Kept loaded however long it is idle (LoadModel's `keep_loaded`).
+    pub keep_loaded: bool,
 }
 
 /// What a generation slot of a loaded chat model is doing.

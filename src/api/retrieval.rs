@@ -280,6 +280,9 @@ pub struct History {
     pub messages: Vec<StoredMessage>,
     /// Pass as `before` to get the next page; none at the end.
     pub next_before: Option<i64>,
+    /// The chat's settings (SetSessionSettings), if any were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Value>,
 }
 
 /// SaveMessage's reply, sent only once the message is durable.
@@ -300,6 +303,9 @@ pub struct SessionInfo {
     pub messages: u64,
     /// Unix milliseconds of the last message.
     pub updated_at: i64,
+    /// The chat's settings (SetSessionSettings), if any were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Value>,
 }
 
 /// ListSessions' reply.

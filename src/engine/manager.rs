@@ -290,6 +290,7 @@ impl ModelManager {
                 options,
                 memory_bytes,
                 last_used: Mutex::new(now),
+                keep_loaded: AtomicBool::new(false),
             });
             slots.insert(file.id.clone(), Slot::Ready(Arc::clone(&resident)));
             resident
@@ -400,7 +401,11 @@ impl ModelManager {
         let idle: Vec<String> = slots
             .iter()
             .filter_map(|(id, slot)| match slot {
-                Slot::Ready(r) if Arc::strong_count(r) == 1 && r.idle(now) >= keep_alive => {
+                Slot::Ready(r)
+                    if Arc::strong_count(r) == 1
+                        && !r.keeps_loaded()
+                        && r.idle(now) >= keep_alive =>
+                {
                     Some(id.clone())
                 }
                 _ => None,

@@ -243,6 +243,7 @@ mod tests {
             title: Some("Hello".into()),
             created_at: 0,
             updated_at: 60_000,
+            settings: None,
             messages: vec![MessageDump {
                 role: "user".into(),
                 content: "hi there\n".into(),

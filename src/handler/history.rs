@@ -1,5 +1,6 @@
-//! Chat history: SaveMessage, ChatHistory, ListSessions, DeleteSession, and
-//! Responses (session chat).
+//! Chat history: SaveMessage, ChatHistory, ListSessions, DeleteSession,
+//! SearchHistory, TruncateSession, SetSessionSettings, and Responses
+//! (session chat).
 //!
 //! The event loop never touches the database. Reads and deletes are I/O-lane
 //! jobs. SaveMessage is handed straight to the store's writer thread
@@ -27,7 +28,8 @@ use serde_json::json;
 use super::{Handler, Outcome};
 use crate::api::{
     ChatHistoryRequest, ChatMessage, FinishReason, ListSessionsRequest, Reply, Response,
-    ResponsesRequest, SaveMessageRequest, SavedMessage, SessionRef, Structure,
+    ResponsesRequest, SaveMessageRequest, SavedMessage, SearchHistoryRequest, SessionRef,
+    SessionSettings, Structure, TruncateSessionRequest,
 };
 use crate::error::ApiError;
 use crate::jobs::{Job, Lane};
@@ -70,6 +72,30 @@ impl Handler {
         self.store_job(move |store| {
             store.delete_session(&request.session_id)?;
             Ok(Response::SessionDeleted(request))
+        })
+    }
+
+    pub(super) fn search_history(&self, request: SearchHistoryRequest) -> Outcome {
+        // A query with no text is a malformed request (400); one whose text
+        // has no words to search for is the store's 422.
+        if request.query.trim().is_empty() {
+            return Outcome::Reply(Response::error(ApiError::bad_request("query is empty")));
+        }
+        self.store_job(move |store| Ok(Response::HistoryResults(store.search_history(&request)?)))
+    }
+
+    pub(super) fn truncate_session(&self, request: TruncateSessionRequest) -> Outcome {
+        self.store_job(move |store| {
+            Ok(Response::SessionTruncated(
+                store.truncate_session(&request)?,
+            ))
+        })
+    }
+
+    pub(super) fn set_session_settings(&self, request: SessionSettings) -> Outcome {
+        self.store_job(move |store| {
+            store.set_session_settings(&request)?;
+            Ok(Response::SessionSettings(request))
         })
     }
 

@@ -56,6 +56,9 @@ impl Handler {
             let file = models.find(&request.model)?;
             let options = models.fit(&file, defaults, &asked)?;
             let resident = models.acquire(&file, options, true, now)?;
+            if let Some(on) = request.keep_loaded {
+                resident.set_keep_loaded(on);
+            }
             Ok(Response::ModelLoaded(resident.describe(now)))
         }))
     }

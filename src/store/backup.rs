@@ -72,6 +72,9 @@ pub struct SessionDump {
     pub created_at: i64,
     /// Unix milliseconds of its last message.
     pub updated_at: i64,
+    /// The chat's settings (SetSessionSettings), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Value>,
     /// Oldest first.
     pub messages: Vec<MessageDump>,
 }
@@ -144,7 +147,9 @@ impl BackupFile {
 /// Every session, oldest first, with its messages.
 pub(crate) fn dump_sessions(connection: &Connection) -> Result<Vec<SessionDump>, StoreError> {
     let mut sessions: Vec<(i64, SessionDump)> = connection
-        .prepare_cached("SELECT id, key, title, created_at, updated_at FROM sessions ORDER BY id")?
+        .prepare_cached(
+            "SELECT id, key, title, created_at, updated_at, settings FROM sessions ORDER BY id",
+        )?
         .query_map([], |row| {
             Ok((
                 row.get(0)?,
@@ -153,6 +158,7 @@ pub(crate) fn dump_sessions(connection: &Connection) -> Result<Vec<SessionDump>,
                     title: row.get(2)?,
                     created_at: row.get(3)?,
                     updated_at: row.get(4)?,
+                    settings: parse_metadata(row.get(5)?),
                     messages: Vec::new(),
                 },
             ))
@@ -168,11 +174,19 @@ pub(crate) fn dump_sessions(connection: &Connection) -> Result<Vec<SessionDump>,
 pub(crate) fn dump_session(connection: &Connection, key: &str) -> Result<SessionDump, StoreError> {
     check_session_id(key)?;
     let row = connection
-        .prepare_cached("SELECT id, title, created_at, updated_at FROM sessions WHERE key = ?1")?
+        .prepare_cached(
+            "SELECT id, title, created_at, updated_at, settings FROM sessions WHERE key = ?1",
+        )?
         .query_row([key], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get::<_, Option<String>>(4)?,
+            ))
         });
-    let (id, title, created_at, updated_at) = match row {
+    let (id, title, created_at, updated_at, settings) = match row {
         Ok(row) => row,
         Err(rusqlite::Error::QueryReturnedNoRows) => {
             return Err(StoreError::NotFound(format!("no session {key:?}")));
@@ -184,6 +198,7 @@ pub(crate) fn dump_session(connection: &Connection, key: &str) -> Result<Session
         title,
         created_at,
         updated_at,
+        settings: parse_metadata(settings),
         messages: messages_of(connection, id)?,
     })
 }
@@ -247,8 +262,8 @@ pub(crate) fn restore(
             .execute([&session.session_id])?;
         let id: i64 = connection
             .prepare_cached(
-                "INSERT INTO sessions (key, title, created_at, updated_at, message_count)
-                 VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+                "INSERT INTO sessions (key, title, created_at, updated_at, message_count, settings)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
             )?
             .query_row(
                 params![
@@ -256,7 +271,12 @@ pub(crate) fn restore(
                     session.title,
                     session.created_at,
                     session.updated_at,
-                    session.messages.len() as i64
+                    session.messages.len() as i64,
+                    session
+                        .settings
+                        .as_ref()
+                        .filter(|s| s.is_object())
+                        .map(Value::to_string)
                 ],
                 |row| row.get(0),
             )?;

@@ -23,7 +23,7 @@ pub const DB_FILE: &str = "tabagent.db";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One script per schema version; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1_HISTORY, V2_DOCUMENTS, V3_RESPONSES];
+pub(crate) const MIGRATIONS: &[&str] = &[V1_HISTORY, V2_DOCUMENTS, V3_RESPONSES, V4_HISTORY_SEARCH];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -109,6 +109,28 @@ CREATE TABLE responses (
     output      TEXT NOT NULL,                  -- JSON: the assistant's turn (ChatMessage list)
     object      TEXT NOT NULL                   -- JSON: the whole Response object, for GetResponse
 ) WITHOUT ROWID;
+";
+
+/// Version 4: the FTS5 index over message text (SearchHistory), filled from
+/// the messages already stored and kept in step by triggers (a cascade from a
+/// deleted session fires them too), and each session's settings (the chat's
+/// model and parameters, SetSessionSettings).
+const V4_HISTORY_SEARCH: &str = "
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    content, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+);
+INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
+ALTER TABLE sessions ADD COLUMN settings TEXT;  -- JSON object: the chat's model and parameters
 ";
 
 /// Opens the write connection: creates the dir and file, sets the pragmas

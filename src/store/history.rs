@@ -5,8 +5,11 @@
 //! the time of its last message and a title (the first user message,
 //! shortened), so listing sessions needs no scan of messages unless a search
 //! asks for one (sessions updated in the same millisecond are ordered by their
-//! newest message id). Search is a case-insensitive (ASCII) substring match over titles and
-//! message text: a scan, which is fine for one person's history.
+//! newest message id). ListSessions' `search` is a case-insensitive (ASCII)
+//! substring match over titles and message text: a scan, which is fine for
+//! one person's history; SearchHistory's ranked full-text search is in
+//! [`super::history_search`]. A session row with no messages (only its
+//! settings) is not listed.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -81,7 +84,7 @@ pub(crate) fn check_limit(limit: Option<u32>) -> Result<u32, StoreError> {
 }
 
 /// The first line of a user message, cut to [`TITLE_CHARS`] characters.
-fn title_of(content: &str) -> String {
+pub(crate) fn title_of(content: &str) -> String {
     let line = content
         .lines()
         .map(str::trim)
@@ -201,8 +204,14 @@ pub(crate) fn read_page(connection: &Connection, page: &Page) -> Result<History,
         .collect::<Result<Vec<_>, _>>()?;
     let more = messages.len() > page.limit as usize;
     messages.truncate(page.limit as usize);
+    let settings: Option<String> = connection
+        .prepare_cached("SELECT settings FROM sessions WHERE key = ?1")?
+        .query_row([&page.session_id], |row| row.get(0))
+        .optional()?
+        .flatten();
     Ok(History {
         session_id: page.session_id.clone(),
+        settings: parse_metadata(settings),
         next_before: if more {
             messages.last().map(|m| m.id)
         } else {
@@ -224,12 +233,14 @@ pub(crate) fn list_sessions(
             title: row.get(1)?,
             messages: row.get::<_, i64>(2)?.max(0) as u64,
             updated_at: row.get(3)?,
+            settings: parse_metadata(row.get(4)?),
         })
     };
     let sessions = match search.filter(|s| !s.is_empty()) {
         None => connection
             .prepare_cached(
-                "SELECT key, title, message_count, updated_at FROM sessions s
+                "SELECT key, title, message_count, updated_at, settings FROM sessions s
+                 WHERE message_count > 0
                  ORDER BY updated_at DESC, (SELECT max(m.id) FROM messages m WHERE m.session_id = s.id) DESC
                  LIMIT ?1",
             )?
@@ -239,10 +250,10 @@ pub(crate) fn list_sessions(
             let pattern = format!("%{}%", escape_like(text));
             connection
                 .prepare_cached(
-                    "SELECT key, title, message_count, updated_at FROM sessions s
-                     WHERE s.title LIKE ?1 ESCAPE '\\' OR s.key LIKE ?1 ESCAPE '\\'
+                    "SELECT key, title, message_count, updated_at, settings FROM sessions s
+                     WHERE message_count > 0 AND (s.title LIKE ?1 ESCAPE '\\' OR s.key LIKE ?1 ESCAPE '\\'
                         OR EXISTS (SELECT 1 FROM messages m
-                                   WHERE m.session_id = s.id AND m.content LIKE ?1 ESCAPE '\\')
+                                   WHERE m.session_id = s.id AND m.content LIKE ?1 ESCAPE '\\'))
                      ORDER BY updated_at DESC,
                               (SELECT max(m.id) FROM messages m WHERE m.session_id = s.id) DESC
                      LIMIT ?2",

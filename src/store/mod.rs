@@ -43,6 +43,7 @@ mod db;
 mod documents;
 mod group_commit;
 mod history;
+mod history_search;
 mod responses;
 mod search;
 mod vectors;
@@ -55,8 +56,9 @@ use rusqlite::Connection;
 
 use crate::api::{
     AddDocumentRequest, ChatHistoryRequest, CollectionCleared, CollectionList, DocumentAdded,
-    DocumentList, DocumentRef, History, ListSessionsRequest, RagQueryRequest, RagResults,
-    SaveMessageRequest, SessionList, StoredMessage,
+    DocumentList, DocumentRef, History, HistoryResults, ListSessionsRequest, RagQueryRequest,
+    RagResults, SaveMessageRequest, SearchHistoryRequest, SessionList, SessionSettings,
+    SessionTruncated, StoredMessage, TruncateSessionRequest,
 };
 use crate::error::ApiError;
 use crate::jobs::lock;
@@ -66,6 +68,7 @@ pub use chunking::{ChunkConfig, chunk_text};
 pub use db::{DB_FILE, SCHEMA_VERSION};
 pub use documents::ChunkedDocument;
 use group_commit::{Task, Writer};
+pub use history_search::{DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT, MAX_SETTINGS_BYTES};
 pub use responses::Conversation;
 pub use search::SearchQuery;
 pub use vectors::VectorIndex;
@@ -313,6 +316,31 @@ impl Store {
     pub fn delete_session(&self, session_id: &str) -> Result<u64, StoreError> {
         let key = session_id.to_string();
         self.write(move |tx, _| history::delete_session(tx, &key))
+    }
+
+    /// Sessions whose messages match a full-text query, best first.
+    pub fn search_history(
+        &self,
+        request: &SearchHistoryRequest,
+    ) -> Result<HistoryResults, StoreError> {
+        let query = history_search::HistoryQuery::check(&request.query, request.limit)?;
+        self.read(|connection| history_search::search(connection, &query))
+    }
+
+    /// Deletes a session's messages from `from_id` on.
+    pub fn truncate_session(
+        &self,
+        request: &TruncateSessionRequest,
+    ) -> Result<SessionTruncated, StoreError> {
+        let (key, from_id) = (request.session_id.clone(), request.from_id);
+        self.write(move |tx, _| history_search::truncate(tx, &key, from_id))
+    }
+
+    /// Keeps a chat's settings with its session (creating the session).
+    pub fn set_session_settings(&self, request: &SessionSettings) -> Result<(), StoreError> {
+        let text = history_search::check_settings(&request.settings)?;
+        let key = request.session_id.clone();
+        self.write(move |tx, now| history_search::set_settings(tx, &key, &text, now))
     }
 
     /// Checks a document and cuts it into chunks whose vectors will come

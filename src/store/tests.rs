@@ -11,6 +11,7 @@ use super::*;
 use crate::api::{ChatHistoryRequest, ListSessionsRequest, RagQueryRequest, SaveMessageRequest};
 
 mod documents;
+mod history_search;
 
 fn store(dir: &TempDir) -> Store {
     Store::open(dir.path(), StoreOptions::default()).unwrap()

@@ -5,6 +5,8 @@
 
 pub mod browser;
 pub mod client;
+mod history;
+mod knowledge;
 mod slow_peer;
 
 use std::net::{SocketAddr, UdpSocket};

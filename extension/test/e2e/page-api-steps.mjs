@@ -144,7 +144,7 @@ export async function pageApiSteps({ check, open, hook, log, ports, model, slow 
   });
 
   await check('page API: a page reaches nothing but the Prompt API (no sessions, documents, models)', async () => {
-    const types = ['ListSessions', 'ChatHistory', 'RagQuery', 'ListCollections', 'ListModels', 'LoadModel', 'DeleteModel', 'Subscribe', 'SetParams'];
+    const types = ['ListSessions', 'ChatHistory', 'SearchHistory', 'TruncateSession', 'SetSessionSettings', 'RagQuery', 'ListCollections', 'ListModels', 'LoadModel', 'DeleteModel', 'Subscribe', 'SetParams'];
     const r = await page.evaluate(`raw(${JSON.stringify(types)})`);
     for (const t of types) assert(r[t] === 'not_allowed', `${t}: ${brief(r)}`);
     const keys = await page.evaluate(`Object.keys(navigator.tabagent).sort()`);

@@ -13,7 +13,9 @@
 // com.tabagent.host, and checks, each step reported on its own:
 //   native messaging: Health, ListModels, streamed Chat (tiny and Gemma), a
 //   side panel showing each model loading (push events), and the side panel
-//   streaming a Gemma reply (screenshots);
+//   streaming a Gemma reply (screenshots); the side panel's conversation
+//   controls (conversation-steps.mjs: per-chat settings kept on the server,
+//   the context meter, regenerate, edit-and-resend, the history search);
 //   then `tabagent uninstall-host`, a real `tabagent --mode webrtc` server on
 //   127.0.0.1 set up as a browser-only install would be (`tabagent
 //   allow-extension`, the key from `tabagent token`): without the key the
@@ -32,6 +34,7 @@ import { join, resolve } from 'node:path';
 import { Checks, assert, ext, findChromium, id, launch, sleep } from './harness.mjs';
 import { installPolicy, pageApiSteps, startPageServer } from './page-api-steps.mjs';
 import { actionSteps } from './actions-steps.mjs';
+import { conversationSteps } from './conversation-steps.mjs';
 
 const GEMMA_FILE = 'gemma-3-270m-q4_k_m.gguf';
 const GEMMA = 'gemma-3-270m-q4_k_m';
@@ -296,6 +299,7 @@ try {
     assert(p.ok, `SetParams: ${brief(p)}`);
     await panelChat('native', 'Write one sentence about the sea.');
   });
+  await conversationSteps({ check, open, hook, extensionId: id, model: GEMMA, slow: SLOW });
 
   // ---- the page API: web pages on loopback origins ------------------------------
   if (policyReady) {

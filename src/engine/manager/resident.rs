@@ -1,6 +1,7 @@
 //! What a loaded model is: its engine, how it got there (the [`Loader`]),
 //! and the [`Resident`] entry the manager keeps for it while it is in memory.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,9 @@ pub struct Resident {
     /// Estimated bytes it holds.
     pub memory_bytes: u64,
     pub(super) last_used: Mutex<Instant>,
+    /// Never unloaded for idleness (LoadModel's `keep_loaded`); an unload
+    /// ends it, and an eviction for memory still applies.
+    pub(super) keep_loaded: AtomicBool,
 }
 
 impl Resident {
@@ -107,6 +111,16 @@ impl Resident {
         now.saturating_duration_since(*lock(&self.last_used))
     }
 
+    /// Whether it stays loaded however long it is idle.
+    pub fn keeps_loaded(&self) -> bool {
+        self.keep_loaded.load(Ordering::Relaxed)
+    }
+
+    /// Keeps it loaded however long it is idle (or not).
+    pub fn set_keep_loaded(&self, on: bool) {
+        self.keep_loaded.store(on, Ordering::Relaxed);
+    }
+
     /// How ListLoadedModels shows it.
     pub fn describe(&self, now: Instant) -> LoadedModel {
         LoadedModel {
@@ -119,6 +133,7 @@ impl Resident {
             idle_seconds: self.idle(now).as_secs(),
             parallel: self.text().ok().map(|t| t.parallel()),
             slots: self.text().map(|t| t.slots()).unwrap_or_default(),
+            keep_loaded: self.keeps_loaded(),
         }
     }
 }

@@ -51,6 +51,32 @@ fn load_progress_loaded_and_unloaded_reach_subscribers() {
 }
 
 #[test]
+fn a_model_kept_loaded_outlives_the_keep_alive_until_unpinned() {
+    let fixture = Fixture::new(Setup {
+        keep_alive: Duration::from_secs(60),
+        ..Setup::default()
+    });
+    let loaded = fixture
+        .call(json!({"id": 1, "request_type": "LoadModel", "model": "alpha", "keep_loaded": true}));
+    assert_eq!(loaded["keep_loaded"], true, "{loaded}");
+    fixture.call(json!({"id": 2, "request_type": "LoadModel", "model": "beta"}));
+    let models = fixture.handler.models();
+    let later = Instant::now() + Duration::from_secs(3600);
+    assert_eq!(models.unload_idle(later), ["beta"], "alpha is kept");
+    let listed = fixture.call(json!({"id": 3, "request_type": "ListLoadedModels"}));
+    assert_eq!(listed["models"][0]["keep_loaded"], true, "{listed}");
+    // A load without the field leaves it; with false, the keep-alive applies again.
+    fixture.call(json!({"id": 4, "request_type": "LoadModel", "model": "alpha"}));
+    assert!(models.unload_idle(later).is_empty());
+    let unpinned = fixture.call(
+        json!({"id": 5, "request_type": "LoadModel", "model": "alpha", "keep_loaded": false}),
+    );
+    assert_eq!(unpinned["keep_loaded"], false);
+    let later = Instant::now() + Duration::from_secs(3600);
+    assert_eq!(models.unload_idle(later), ["alpha"]);
+}
+
+#[test]
 fn health_says_loading_while_a_request_waits_for_its_model() {
     let mut fixture = Fixture::new(Setup {
         hold_loads: true,

@@ -105,6 +105,7 @@ const SIZING: &[(&str, Kind)] = &[("context_size", Kind::Integer)];
 const DOCUMENT: &[(&str, Kind)] = &[("document_id", Kind::Integer)];
 const PAGE: &[(&str, Kind)] = &[("limit", Kind::Integer)];
 const CHUNK: &[(&str, Kind)] = &[("index", Kind::Integer)];
+const TRUNCATE: &[(&str, Kind)] = &[("from_id", Kind::Integer)];
 const HISTORY_PAGE: &[(&str, Kind)] = &[("limit", Kind::Integer), ("before", Kind::Integer)];
 
 /// Whether a path needs the API key: all do but `/health` and the API page
@@ -220,6 +221,19 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/api/sessions/{session_id}/messages", "ChatHistory").typed(HISTORY_PAGE),
     route("POST", "/api/sessions/{session_id}/messages", "SaveMessage").body(),
     route("DELETE", "/api/sessions/{session_id}", "DeleteSession"),
+    route(
+        "DELETE",
+        "/api/sessions/{session_id}/messages",
+        "TruncateSession",
+    )
+    .typed(TRUNCATE),
+    route(
+        "PUT",
+        "/api/sessions/{session_id}/settings",
+        "SetSessionSettings",
+    )
+    .body(),
+    route("GET", "/api/history/search", "SearchHistory").typed(PAGE),
     // system
     route("GET", "/api/system", "SystemInfo"),
     route("GET", "/api/stats", "GetStats"),
