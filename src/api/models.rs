@@ -147,8 +147,16 @@ pub struct ModelDetails {
     pub path: String,
     /// GGUF `general.architecture`.
     pub architecture: Option<String>,
-    /// Training context length.
+    /// Training context length; for an upstream model, the context it
+    /// serves (what `context_source` names).
     pub context_length: Option<u64>,
+    /// Where an upstream model's `context_length` comes from: `setting`
+    /// (its upstream's `context`), `models` (its `/v1/models` entry, e.g.
+    /// vLLM's `max_model_len`), `props` (llama-server's `/props`),
+    /// `model_info` (a tabagent upstream's ModelInfo), `n_ctx_train` (the
+    /// training context its list gives) or `default` (4096: none said).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_source: Option<crate::upstream::ContextSource>,
     /// Number of parameters.
     pub parameter_count: Option<u64>,
     /// Quantization (file type) name.

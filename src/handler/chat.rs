@@ -22,7 +22,7 @@ use crate::engine::text::{SamplingConfig, TemplateInput, TextModel};
 use crate::error::ApiError;
 use crate::jobs::{Job, JobContext, Lane};
 use crate::upstream::Route;
-use crate::upstream::relay::{self, Generation, Relayed};
+use crate::upstream::relay::{self, Generation};
 
 /// The roles a Chat request's messages may have (openapi.yaml's ChatMessage).
 const CHAT_ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
@@ -40,8 +40,8 @@ pub struct TokenBudget {
 #[derive(Clone)]
 pub struct ChatRunner {
     models: Arc<ModelManager>,
-    defaults: GenerationParams,
-    upstreams: Arc<crate::upstream::Upstreams>,
+    pub(super) defaults: GenerationParams,
+    pub(super) upstreams: Arc<crate::upstream::Upstreams>,
 }
 
 impl ChatRunner {
@@ -61,24 +61,6 @@ impl ChatRunner {
         }
     }
 
-    /// Relays a generation, or runs the local fallback model with `local`.
-    fn relay(
-        &self,
-        ctx: &JobContext,
-        route: &Route,
-        generation: Generation,
-        local: impl FnOnce(&str) -> Result<ChatComplete, ApiError>,
-    ) -> Result<ChatComplete, ApiError> {
-        match relay::generate(ctx, route, generation, self.upstreams.fallback())? {
-            Relayed::Done(complete) => Ok(complete),
-            Relayed::Fallback(model) => {
-                let mut complete = local(&model)?;
-                complete.fallback_from = Some(route.requested.clone());
-                Ok(complete)
-            }
-        }
-    }
-
     /// [`ChatRunner::run_chat`], with the OpenAI body an HTTP client sent
     /// (relayed as is to an upstream model).
     #[allow(clippy::too_many_arguments)] // run_chat's, and the body
@@ -93,15 +75,7 @@ impl ChatRunner {
         body: Option<serde_json::Value>,
     ) -> Result<ChatComplete, ApiError> {
         if let Some(route) = self.route(model)? {
-            let body = body.unwrap_or_else(|| relay::chat_body(messages, sampling, structure));
-            let generation = Generation {
-                body,
-                chat: true,
-                stream,
-            };
-            return self.relay(ctx, &route, generation, |local| {
-                self.run_chat(ctx, Some(local), messages, sampling, structure, stream)
-            });
+            return self.relay_chat(ctx, &route, messages, sampling, structure, stream, body);
         }
         self.run_chat(ctx, model, messages, sampling, structure, stream)
     }
@@ -128,14 +102,7 @@ impl ChatRunner {
             return Err(ApiError::invalid("messages is empty"));
         }
         if let Some(route) = self.route(model)? {
-            let generation = Generation {
-                body: relay::chat_body(messages, sampling, structure),
-                chat: true,
-                stream,
-            };
-            return self.relay(ctx, &route, generation, |local| {
-                self.run_chat(ctx, Some(local), messages, sampling, structure, stream)
-            });
+            return self.relay_chat(ctx, &route, messages, sampling, structure, stream, None);
         }
         let choices = choice_count(sampling)?;
         let mut sampling = SamplingConfig::resolve(sampling, &self.defaults)?;
@@ -245,7 +212,7 @@ impl ChatRunner {
         messages: &[ChatMessage],
     ) -> Result<TokenBudget, ApiError> {
         if let Some(route) = self.route(model)? {
-            return Ok(super::upstream::estimate_tokens(&route, messages));
+            return Ok(super::upstream::count_tokens(&route, messages));
         }
         let resident = self.model(model)?;
         let text = resident.text()?;

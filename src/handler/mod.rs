@@ -9,6 +9,7 @@ mod backup;
 mod chat;
 mod chat_context;
 mod chat_output;
+mod chat_relay;
 mod downloads;
 mod embeddings;
 mod grounding;

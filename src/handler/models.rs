@@ -110,6 +110,7 @@ impl Handler {
                 path: file.path.display().to_string(),
                 architecture: None,
                 context_length: None,
+                context_source: None,
                 parameter_count: None,
                 quantization: None,
                 has_chat_template: None,

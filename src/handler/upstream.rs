@@ -1,8 +1,8 @@
 //! The handler's side of the upstreams (`crate::upstream`): which lane a
 //! request for a model runs on, embeddings and rerank relayed, upstream
 //! models in ListModels and ModelInfo, their state in SystemInfo and
-//! `/metrics`, and the token estimate used to trim a history for an
-//! upstream model.
+//! `/metrics`, and the token counts used to trim a history for an upstream
+//! model (its `/tokenize` when it has one, else an estimate).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,23 +27,61 @@ type Family = (
     fn(&crate::upstream::UpstreamState) -> f64,
 );
 
-/// The context assumed for an upstream model that reports none.
-const DEFAULT_CONTEXT: u32 = 4096;
+/// Tokens a message's template markers take, by estimate (the upstream's
+/// template is not ours to render).
+const MESSAGE_OVERHEAD: u32 = 4;
+/// Tokens the template adds around the whole conversation, by estimate.
+const PROMPT_OVERHEAD: u32 = 8;
 
-/// Tokens of `messages` by estimate: four characters a token, plus four per
-/// message for the template's markers (upstreams' tokenizers are not ours).
-pub fn estimate_tokens(route: &Route, messages: &[ChatMessage]) -> TokenBudget {
-    let chars: usize = messages.iter().map(|m| m.content.chars().count()).sum();
-    let prompt_tokens = u32::try_from(chars / 4 + 4 * messages.len() + 8).unwrap_or(u32::MAX);
-    let context_size = route
-        .candidates
-        .first()
-        .and_then(|(upstream, model)| upstream.context_of(model))
-        .unwrap_or(DEFAULT_CONTEXT);
+/// Tokens of `messages` for the route's first upstream, and its context.
+/// Each message's text is counted by the upstream's `/tokenize` when it has
+/// one, else estimated at four characters a token; each message adds
+/// [`MESSAGE_OVERHEAD`] and the conversation [`PROMPT_OVERHEAD`].
+pub fn count_tokens(route: &Route, messages: &[ChatMessage]) -> TokenBudget {
+    let Some((upstream, model)) = route.candidates.first() else {
+        return TokenBudget {
+            prompt_tokens: estimate(messages),
+            context_size: crate::upstream::DEFAULT_CONTEXT,
+        };
+    };
+    let mut prompt_tokens = PROMPT_OVERHEAD;
+    for message in messages {
+        let text = message.content.as_str();
+        let tokens = upstream
+            .count_tokens(model, text)
+            .unwrap_or_else(|| estimate_text(text));
+        prompt_tokens = prompt_tokens.saturating_add(tokens.saturating_add(MESSAGE_OVERHEAD));
+    }
     TokenBudget {
         prompt_tokens,
-        context_size,
+        context_size: upstream.context_of(model).0,
     }
+}
+
+/// Whether `messages` and the reply's room surely fit the route's upstream
+/// model without counting: a token never covers less than a byte (byte-level
+/// BPE, SentencePiece with byte fallback), so bytes bound the tokens.
+pub fn surely_fits(route: &Route, messages: &[ChatMessage], reply_tokens: u32) -> bool {
+    let Some((upstream, model)) = route.candidates.first() else {
+        return false;
+    };
+    let context = upstream.context_of(model).0;
+    let bound = messages.iter().fold(u64::from(PROMPT_OVERHEAD), |sum, m| {
+        sum + m.content.len() as u64 + u64::from(MESSAGE_OVERHEAD)
+    });
+    bound + u64::from(reply_tokens.min(context / 2)) <= u64::from(context)
+}
+
+/// Four characters a token.
+fn estimate_text(text: &str) -> u32 {
+    u32::try_from(text.chars().count() / 4).unwrap_or(u32::MAX)
+}
+
+/// The estimate of a whole conversation.
+fn estimate(messages: &[ChatMessage]) -> u32 {
+    messages.iter().fold(PROMPT_OVERHEAD, |sum, m| {
+        sum.saturating_add(estimate_text(&m.content).saturating_add(MESSAGE_OVERHEAD))
+    })
 }
 
 impl Handler {
@@ -128,6 +166,7 @@ impl Handler {
             Err(error) => return Some(Outcome::Reply(Response::error(error))),
         };
         let (upstream, remote) = route.candidates.first()?;
+        let context = upstream.context_of(remote);
         Some(Outcome::Reply(Response::ModelDetails(Box::new(
             ModelDetails {
                 model: route.requested.clone(),
@@ -141,7 +180,8 @@ impl Handler {
                 loaded: upstream.health() == Health::Healthy,
                 path: format!("{}#{remote}", upstream.display_url()),
                 architecture: None,
-                context_length: upstream.context_of(remote).map(u64::from),
+                context_length: Some(u64::from(context.0)),
+                context_source: Some(context.1),
                 parameter_count: None,
                 quantization: None,
                 has_chat_template: None,

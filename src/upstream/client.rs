@@ -11,7 +11,7 @@ use ureq::Body;
 use ureq::http::Response;
 
 use super::settings::UpstreamConfig;
-use super::{RemoteModel, Upstream};
+use super::{ContextSource, RemoteModel, Upstream};
 use crate::error::ApiError;
 
 /// The most bytes of a non-streamed upstream answer read (model lists,
@@ -57,6 +57,25 @@ fn url(upstream: &Upstream, path: &str) -> String {
     format!("{}{path}", upstream.config.url.trim_end_matches('/'))
 }
 
+/// The server's root: the base URL without its `/v1` (where llama-server
+/// and tabagent answer `/props`, `/tokenize` and `/api/...`).
+pub(super) fn root_url(upstream: &Upstream, path: &str) -> String {
+    let base = upstream.config.url.trim_end_matches('/');
+    format!("{}{path}", base.strip_suffix("/v1").unwrap_or(base))
+}
+
+/// GETs `url` with the key; the response when its status is 2xx.
+pub(super) fn get(upstream: &Upstream, url: String) -> Result<Response<Body>, Failure> {
+    let mut call = upstream.agent.get(url);
+    if let Some(key) = &upstream.key {
+        call = call.header("Authorization", format!("Bearer {key}"));
+    }
+    let response = call
+        .call()
+        .map_err(|e| Failure::Retry(transport_error(upstream, &e)))?;
+    check_status(upstream, response)
+}
+
 /// 502 naming the upstream.
 pub fn failed(upstream: &Upstream, detail: impl std::fmt::Display) -> ApiError {
     ApiError::new(
@@ -88,11 +107,21 @@ fn transport_error(upstream: &Upstream, error: &ureq::Error) -> ApiError {
     }
 }
 
-/// POSTs `body` as JSON; the response when its status is 2xx.
+/// POSTs `body` as JSON to `path` under the base URL; the response when
+/// its status is 2xx.
 pub fn post(upstream: &Upstream, path: &str, body: &Value) -> Result<Response<Body>, Failure> {
+    post_to(upstream, url(upstream, path), body)
+}
+
+/// POSTs `body` as JSON to `url`.
+pub(super) fn post_to(
+    upstream: &Upstream,
+    url: String,
+    body: &Value,
+) -> Result<Response<Body>, Failure> {
     let mut call = upstream
         .agent
-        .post(url(upstream, path))
+        .post(url)
         .header("Content-Type", "application/json")
         .header("Accept", "application/json, text/event-stream");
     if let Some(key) = &upstream.key {
@@ -164,14 +193,7 @@ pub fn json(upstream: &Upstream, response: Response<Body>) -> Result<Value, ApiE
 
 /// GETs its `/models` (the health check) and reads the list.
 pub fn models(upstream: &Upstream) -> Result<Vec<RemoteModel>, ApiError> {
-    let mut call = upstream.agent.get(url(upstream, "/models"));
-    if let Some(key) = &upstream.key {
-        call = call.header("Authorization", format!("Bearer {key}"));
-    }
-    let response = call
-        .call()
-        .map_err(|e| transport_error(upstream, &e))
-        .and_then(|r| check_status(upstream, r).map_err(Failure::into_error))?;
+    let response = get(upstream, url(upstream, "/models")).map_err(Failure::into_error)?;
     let list = json(upstream, response)?;
     let data = list
         .get("data")
@@ -186,15 +208,17 @@ pub fn models(upstream: &Upstream) -> Result<Vec<RemoteModel>, ApiError> {
                 .or_else(|| m.get("model"))?
                 .as_str()?
                 .to_string();
-            let context = [
-                "/max_model_len",
-                "/meta/n_ctx",
-                "/meta/n_ctx_train",
-                "/context_length",
-            ]
-            .iter()
-            .find_map(|p| m.pointer(p).and_then(Value::as_u64))
-            .and_then(|n| u32::try_from(n).ok());
+            let size = |pointer: &str| {
+                m.pointer(pointer)
+                    .and_then(Value::as_u64)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| *n > 0)
+            };
+            let context = ["/max_model_len", "/meta/n_ctx", "/context_length"]
+                .into_iter()
+                .find_map(size)
+                .map(|n| (n, ContextSource::Listed))
+                .or_else(|| size("/meta/n_ctx_train").map(|n| (n, ContextSource::Trained)));
             Some(RemoteModel { id, context })
         })
         .collect())
@@ -203,7 +227,8 @@ pub fn models(upstream: &Upstream) -> Result<Vec<RemoteModel>, ApiError> {
 /// One health check: the model list, recorded as the upstream's state.
 pub fn check(upstream: &Upstream, now: Instant) -> bool {
     match models(upstream) {
-        Ok(models) => {
+        Ok(mut models) => {
+            super::context::probe_contexts(upstream, &mut models);
             upstream.mark_up(Some(models), now);
             true
         }

@@ -12,13 +12,16 @@
 //! [`relay`]; it runs on threads of its own (the jobs' relay lane), never on
 //! the model or I/O lanes.
 
+mod body;
 mod client;
+mod context;
 mod health;
 pub mod relay;
 mod settings;
 mod sse;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -28,6 +31,7 @@ use crate::api::{ModelEntry, ModelFormat, ModelKind};
 use crate::error::ApiError;
 use crate::jobs::lock;
 
+pub use context::{ContextSource, DEFAULT_CONTEXT};
 pub use settings::{UpstreamConfig, UpstreamList};
 
 /// Whether an upstream answered its last check.
@@ -47,8 +51,8 @@ pub enum Health {
 pub struct RemoteModel {
     /// Its id on the upstream.
     pub id: String,
-    /// The context it reports (vLLM's `max_model_len`, llama-server's `n_ctx`).
-    pub context: Option<u32>,
+    /// The context it reports, and where it said so.
+    pub context: Option<(u32, ContextSource)>,
 }
 
 #[derive(Debug)]
@@ -60,6 +64,9 @@ struct State {
     /// Consecutive failed checks (for the backoff).
     failures: u32,
     checked: Option<Instant>,
+    /// Contexts found by probing (`/props`, ModelInfo) per model id, so a
+    /// model is probed once, not at every check.
+    probed: HashMap<String, Option<(u32, ContextSource)>>,
 }
 
 /// One upstream server and its live state.
@@ -72,6 +79,10 @@ pub struct Upstream {
     in_flight: AtomicUsize,
     relayed: AtomicU64,
     failed: AtomicU64,
+    /// Whether its `/tokenize` answers (`TOKENIZE_*`).
+    tokenize: AtomicU8,
+    /// (model, text) -> tokens, from its `/tokenize`.
+    tokens: Mutex<HashMap<(String, String), u32>>,
 }
 
 /// A relay slot of an upstream, given back when dropped.
@@ -96,10 +107,13 @@ impl Upstream {
                 error: None,
                 failures: 0,
                 checked: None,
+                probed: HashMap::new(),
             }),
             in_flight: AtomicUsize::new(0),
             relayed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            tokenize: AtomicU8::new(context::TOKENIZE_UNKNOWN),
+            tokens: Mutex::new(HashMap::new()),
         }
     }
 
@@ -165,18 +179,6 @@ impl Upstream {
         allowed
             && (self.config.models.iter().any(|m| m == model)
                 || lock(&self.state).models.iter().any(|m| m.id == model))
-    }
-
-    /// The context of `model`: the setting, else what it reported.
-    pub fn context_of(&self, model: &str) -> Option<u32> {
-        if self.config.context > 0 {
-            return Some(self.config.context);
-        }
-        lock(&self.state)
-            .models
-            .iter()
-            .find(|m| m.id == model)
-            .and_then(|m| m.context)
     }
 
     /// Its models, as offered (the allowlist applied).

@@ -6,6 +6,7 @@
 //! Candidates are tried in the route's order: an upstream at its cap is
 //! skipped, a connect failure, a timeout or a 5xx before the first token
 //! moves on to the next, a failure after it ends the stream with an error.
+//! Every choice of a request with `n` > 1 is passed on with its index.
 //! A stop or a client gone ends the read, and dropping the response closes
 //! the upstream's connection, which stops its generation. When no upstream
 //! could answer and a fallback model is set, the caller runs that local
@@ -14,17 +15,16 @@
 use std::io::BufReader;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::client::{self, Failure};
 use super::sse::{self, Assembled, Event};
 use super::{Health, Route, Upstream};
-use crate::api::{
-    ChatChunk, ChatComplete, ChatMessage, FinishReason, RerankHit, Response, Sampling, Structure,
-    Usage,
-};
+use crate::api::{ChatChoice, ChatChunk, ChatComplete, FinishReason, RerankHit, Response, Usage};
 use crate::error::ApiError;
 use crate::jobs::JobContext;
+
+pub use super::body::{chat_body, completion_body, drop_messages};
 
 /// How a relay ended.
 pub enum Relayed<T> {
@@ -42,70 +42,6 @@ pub struct Generation {
     pub chat: bool,
     /// Whether the client wants chunks.
     pub stream: bool,
-}
-
-/// An OpenAI chat body from tabagent's fields (native messaging, WebRTC,
-/// `/api/chat`, histories).
-pub fn chat_body(messages: &[ChatMessage], sampling: &Sampling, structure: &Structure) -> Value {
-    let mut body = sampling_fields(sampling);
-    body.insert("messages".into(), json!(messages));
-    if !structure.tools.is_empty() {
-        body.insert("tools".into(), json!(structure.tools));
-    }
-    if let Some(choice) = &structure.tool_choice {
-        body.insert("tool_choice".into(), json!(choice));
-    }
-    if let Some(parallel) = structure.parallel_tool_calls {
-        body.insert("parallel_tool_calls".into(), json!(parallel));
-    }
-    if let Some(schema) = &structure.json_schema {
-        body.insert(
-            "response_format".into(),
-            json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}),
-        );
-    }
-    if let Some(grammar) = &structure.grammar {
-        body.insert("grammar".into(), json!(grammar));
-    }
-    if !structure.chat_template_kwargs.is_empty() {
-        body.insert(
-            "chat_template_kwargs".into(),
-            Value::Object(structure.chat_template_kwargs.clone()),
-        );
-    }
-    Value::Object(body)
-}
-
-/// An OpenAI completions body from a raw prompt.
-pub fn completion_body(
-    prompt: &str,
-    sampling: &Sampling,
-    json_schema: Option<&Value>,
-    grammar: Option<&str>,
-) -> Value {
-    let mut body = sampling_fields(sampling);
-    body.insert("prompt".into(), json!(prompt));
-    if let Some(schema) = json_schema {
-        body.insert("json_schema".into(), schema.clone());
-    }
-    if let Some(grammar) = grammar {
-        body.insert("grammar".into(), json!(grammar));
-    }
-    Value::Object(body)
-}
-
-/// The sampling settings that were given (llama-server's names for its extras).
-fn sampling_fields(sampling: &Sampling) -> Map<String, Value> {
-    let Ok(Value::Object(mut fields)) = serde_json::to_value(sampling) else {
-        return Map::new();
-    };
-    fields.retain(|key, value| match (key.as_str(), &*value) {
-        (_, Value::Null) => false,
-        ("stop", Value::Array(list)) => !list.is_empty(),
-        ("logprobs" | "ignore_eos", Value::Bool(on)) => *on,
-        _ => true,
-    });
-    fields
 }
 
 /// Streams a chat or completion from the route's upstreams.
@@ -231,27 +167,30 @@ fn read_stream(
         }
         match sse::next_event(&mut reader, &mut line) {
             Ok(Event::Data(value)) => match all.push(&value, generation.chat) {
-                Ok(Some(chunk)) => {
-                    first_token.get_or_insert_with(Instant::now);
-                    emitted += 1;
-                    let present = if generation.stream {
-                        ctx.emit(Response::ChatChunk(chunk))
-                    } else {
-                        ctx.client_present()
-                    };
-                    if !present {
-                        cancelled = true;
+                Ok(chunks) => {
+                    for chunk in chunks {
+                        first_token.get_or_insert_with(Instant::now);
+                        emitted += 1;
+                        let present = if generation.stream {
+                            ctx.emit(Response::ChatChunk(chunk))
+                        } else {
+                            ctx.client_present()
+                        };
+                        if !present {
+                            cancelled = true;
+                        }
+                    }
+                    if cancelled {
                         break;
                     }
                 }
-                Ok(None) => {}
                 Err(message) => {
                     let error = client::failed(upstream, format!("it sent an error: {message}"));
                     return Err(broken(emitted, error));
                 }
             },
             Ok(Event::Done) => break,
-            Ok(Event::End) if all.finish.is_some() => break,
+            Ok(Event::End) if all.finished() => break,
             Ok(Event::End) => {
                 let error = client::failed(
                     upstream,
@@ -300,33 +239,66 @@ fn read_stream(
             ended.saturating_duration_since(first)
         }),
     );
-    let tool_calls: Vec<_> = all
-        .tool_calls
+    let mut choices: Vec<ChatChoice> = all
+        .choices
         .into_iter()
-        .filter(|c| !c.function.name.is_empty())
+        .enumerate()
+        .map(|(index, choice)| {
+            let tool_calls: Vec<_> = choice
+                .tool_calls
+                .into_iter()
+                .filter(|c| !c.function.name.is_empty())
+                .collect();
+            let finish_reason = match (cancelled, choice.finish) {
+                (true, _) => FinishReason::Cancelled,
+                (false, Some(FinishReason::Stop)) if !tool_calls.is_empty() => {
+                    FinishReason::ToolCalls
+                }
+                (false, reason) => reason.unwrap_or(FinishReason::Stop),
+            };
+            ChatChoice {
+                index: index as u32,
+                text: choice.text,
+                reasoning: (!choice.reasoning.is_empty()).then_some(choice.reasoning),
+                tool_calls,
+                logprobs: Vec::new(),
+                finish_reason,
+            }
+        })
         .collect();
-    let finish_reason = match (cancelled, all.finish) {
-        (true, _) => FinishReason::Cancelled,
-        (false, Some(FinishReason::Stop)) if !tool_calls.is_empty() => FinishReason::ToolCalls,
-        (false, reason) => reason.unwrap_or(FinishReason::Stop),
-    };
+    if choices.is_empty() {
+        choices.push(ChatChoice {
+            index: 0,
+            text: String::new(),
+            reasoning: None,
+            tool_calls: Vec::new(),
+            logprobs: Vec::new(),
+            finish_reason: if cancelled {
+                FinishReason::Cancelled
+            } else {
+                FinishReason::Stop
+            },
+        });
+    }
+    // The first choice is the reply; the others (n > 1) its `choices`.
+    let reply = choices.remove(0);
     Ok(ChatComplete {
         model: route.requested.clone(),
-        text: all.text,
-        reasoning: (!all.reasoning.is_empty()).then_some(all.reasoning),
-        tool_calls,
+        text: reply.text,
+        reasoning: reply.reasoning,
+        tool_calls: reply.tool_calls,
         logprobs: Vec::new(),
         trimmed_messages: 0,
         usage: Usage {
             total_tokens: usage.prompt_tokens + usage.completion_tokens,
             ..usage
         },
-        finish_reason,
+        finish_reason: reply.finish_reason,
         session_id: None,
         upstream: Some(upstream.name().to_string()),
         fallback_from: None,
         citations: Vec::new(),
-        choices: Vec::new(),
+        choices,
     })
 }
 
@@ -451,37 +423,4 @@ pub fn rerank(
         hits.truncate(n as usize);
     }
     Ok(hits)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn native_chats_become_openai_bodies() {
-        let sampling = Sampling {
-            temperature: Some(0.0),
-            max_tokens: Some(5),
-            ..Sampling::default()
-        };
-        let structure = Structure {
-            json_schema: Some(json!({"type": "object"})),
-            ..Structure::default()
-        };
-        let body = chat_body(&[ChatMessage::new("user", "hi")], &sampling, &structure);
-        assert_eq!(
-            body["messages"][0],
-            json!({"role": "user", "content": "hi"})
-        );
-        assert_eq!(body["temperature"], 0.0);
-        assert_eq!(body["max_tokens"], 5);
-        assert!(body.get("top_p").is_none() && body.get("stop").is_none());
-        assert!(body.get("logprobs").is_none());
-        assert_eq!(
-            body["response_format"]["json_schema"]["schema"]["type"],
-            "object"
-        );
-        let plain = completion_body("x", &Sampling::default(), None, None);
-        assert_eq!(plain, json!({"prompt": "x"}));
-    }
 }

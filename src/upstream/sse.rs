@@ -1,7 +1,8 @@
 //! An upstream's Server-Sent Events stream, read as it arrives: each
-//! `data:` payload of an OpenAI chat or completions stream becomes a
-//! tabagent [`ChatChunk`], and the pieces add up to the final
-//! [`ChatComplete`] (text, reasoning, tool calls, finish reason, usage).
+//! `data:` payload of an OpenAI chat or completions stream becomes tabagent
+//! [`ChatChunk`]s (one per choice that carries output, with its `index`
+//! when `n` > 1), and the pieces add up to each choice's text, reasoning,
+//! tool calls and finish reason, and the usage.
 
 use std::io::BufRead;
 
@@ -49,9 +50,12 @@ pub fn next_event(reader: &mut impl BufRead, line: &mut String) -> std::io::Resu
     }
 }
 
-/// What the stream has said so far.
+/// The most choices of one stream kept (an `index` beyond is ignored).
+const MAX_CHOICES: usize = 128;
+
+/// What the stream has said so far of one choice.
 #[derive(Debug, Default)]
-pub struct Assembled {
+pub struct Choice {
     /// The text.
     pub text: String,
     /// Reasoning (`reasoning_content`).
@@ -60,6 +64,13 @@ pub struct Assembled {
     pub tool_calls: Vec<ToolCall>,
     /// Why it ended, once it says.
     pub finish: Option<FinishReason>,
+}
+
+/// What the stream has said so far: every choice (`n` > 1), by index.
+#[derive(Debug, Default)]
+pub struct Assembled {
+    /// The choices, by their `index`.
+    pub choices: Vec<Choice>,
     /// Token counts, when it reports them.
     pub usage: Option<Usage>,
     /// The model id the upstream named.
@@ -67,9 +78,9 @@ pub struct Assembled {
 }
 
 impl Assembled {
-    /// Takes one payload: the chunk to pass on (when it carries output), or
-    /// the upstream's error message.
-    pub fn push(&mut self, value: &Value, chat: bool) -> Result<Option<ChatChunk>, String> {
+    /// Takes one payload: the chunks to pass on (one per choice that
+    /// carries output, each with its `index`), or the upstream's error message.
+    pub fn push(&mut self, value: &Value, chat: bool) -> Result<Vec<ChatChunk>, String> {
         if let Some(error) = value.get("error") {
             let message = error
                 .get("message")
@@ -83,9 +94,38 @@ impl Assembled {
         if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(usage_of(usage));
         }
-        let Some(choice) = value.pointer("/choices/0") else {
-            return Ok(None);
-        };
+        let mut chunks = Vec::new();
+        let listed = value.get("choices").and_then(Value::as_array);
+        for (position, choice) in listed.into_iter().flatten().enumerate() {
+            let index = choice
+                .get("index")
+                .and_then(Value::as_u64)
+                .map_or(position, |i| usize::try_from(i).unwrap_or(usize::MAX));
+            if index >= MAX_CHOICES {
+                continue;
+            }
+            while self.choices.len() <= index {
+                self.choices.push(Choice::default());
+            }
+            if let Some(chunk) = self.choices[index].push(choice, chat) {
+                chunks.push(ChatChunk {
+                    index: index as u32,
+                    ..chunk
+                });
+            }
+        }
+        Ok(chunks)
+    }
+
+    /// Whether every choice said why it ended (and there is one).
+    pub fn finished(&self) -> bool {
+        !self.choices.is_empty() && self.choices.iter().all(|c| c.finish.is_some())
+    }
+}
+
+impl Choice {
+    /// Takes one choice of a payload: the chunk to pass on, if any.
+    fn push(&mut self, choice: &Value, chat: bool) -> Option<ChatChunk> {
         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
             self.finish = Some(finish_of(reason));
         }
@@ -117,7 +157,7 @@ impl Assembled {
         self.reasoning.push_str(&chunk.reasoning);
         let empty =
             chunk.delta.is_empty() && chunk.reasoning.is_empty() && chunk.tool_calls.is_empty();
-        Ok((!empty).then_some(chunk))
+        (!empty).then_some(chunk)
     }
 
     /// One piece of a streamed tool call, added to the call it belongs to.
@@ -227,21 +267,61 @@ data: [DONE]\n\n";
             }
         }
         assert_eq!(chunks.len(), 4);
-        assert_eq!(all.text, "Hello");
-        assert_eq!(all.tool_calls[0].id, "c1");
-        assert_eq!(all.tool_calls[0].function.arguments, "{\"a\":1}");
-        assert_eq!(all.finish, Some(FinishReason::ToolCalls));
+        let first = &all.choices[0];
+        assert_eq!(first.text, "Hello");
+        assert_eq!(first.tool_calls[0].id, "c1");
+        assert_eq!(first.tool_calls[0].function.arguments, "{\"a\":1}");
+        assert_eq!(first.finish, Some(FinishReason::ToolCalls));
+        assert!(all.finished());
         assert_eq!(all.usage.unwrap().total_tokens, 7);
         assert_eq!(all.model.as_deref(), Some("m"));
         let error = Assembled::default().push(&json!({"error": {"message": "boom"}}), true);
         assert_eq!(error.unwrap_err(), "boom");
         let mut text = Assembled::default();
-        let chunk = text
+        let chunks = text
             .push(
                 &json!({"choices": [{"text": "x", "finish_reason": null}]}),
                 false,
             )
             .unwrap();
-        assert_eq!(chunk.unwrap().delta, "x");
+        assert_eq!(chunks[0].delta, "x");
+    }
+
+    #[test]
+    fn every_choice_of_n_adds_up_by_its_index() {
+        let mut all = Assembled::default();
+        let chunks = all
+            .push(
+                &json!({"choices": [{"index": 1, "delta": {"content": "y"}},
+                    {"index": 0, "delta": {"content": "x"}}]}),
+                true,
+            )
+            .unwrap();
+        assert_eq!(
+            chunks
+                .iter()
+                .map(|c| (c.index, c.delta.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, "y"), (0, "x")]
+        );
+        all.push(
+            &json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+            true,
+        )
+        .unwrap();
+        assert!(!all.finished(), "choice 1 has not ended");
+        all.push(&json!({"choices": [{"index": 1, "delta": {"content": "z"}, "finish_reason": "length"}]}), true)
+            .unwrap();
+        assert!(all.finished());
+        assert_eq!(
+            (all.choices[0].text.as_str(), all.choices[1].text.as_str()),
+            ("x", "yz")
+        );
+        assert_eq!(all.choices[1].finish, Some(FinishReason::Length));
+        let far = all.push(
+            &json!({"choices": [{"index": 100000, "delta": {"content": "q"}}]}),
+            true,
+        );
+        assert!(far.unwrap().is_empty(), "an absurd index is ignored");
     }
 }

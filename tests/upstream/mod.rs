@@ -1,17 +1,24 @@
 //! OpenAI-compatible upstreams on the real binary: a second tabagent on
 //! loopback (the tiny GGUF) as the upstream of a gateway, and small fake
-//! OpenAI servers (threads with a std TcpListener) for the failure cases.
-//! The upstream's key never appears in a reply or a log line.
+//! OpenAI servers (`fake`: threads with a std TcpListener) for the failure
+//! cases, the contexts upstreams report (`context`), `upstream_fallback`
+//! (`fallback`) and `n` > 1 (`choices`). The upstream's key never appears
+//! in a reply or a log line.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::util::{HttpServer, NativeHost, TempDir, http, tiny_gguf};
+
+mod choices;
+mod context;
+mod fake;
+mod fallback;
+
+use fake::{Fake, FakeServer};
 
 /// The key upstreams require; it must never reach a client or a log.
 const UPSTREAM_KEY: &str = "sk-upstream-secret-4242";
@@ -123,6 +130,21 @@ fn a_second_tabagent_is_relayed_over_http_native_messaging_and_webrtc() {
         (&json!("a"), &json!("upstream")),
         "{info}"
     );
+    // Its context: what the upstream tabagent's own ModelInfo says.
+    let own = http(
+        upstream.addr,
+        "GET",
+        "/api/models/tiny",
+        &[("Authorization", &format!("Bearer {UPSTREAM_KEY}"))],
+        None,
+    )
+    .ok_json();
+    assert!(own["context_length"].as_u64().unwrap() > 0, "{own}");
+    assert_eq!(
+        (&info["context_length"], &info["context_source"]),
+        (&own["context_length"], &json!("model_info")),
+        "{info}"
+    );
 
     // What the upstream says when asked directly (greedy).
     let direct = http(
@@ -200,7 +222,7 @@ fn a_second_tabagent_is_relayed_over_http_native_messaging_and_webrtc() {
         let mut list = list;
         list.0[0].api_key = tabagent::config::Secret(UPSTREAM_KEY.into());
         let upstreams = tabagent::upstream::Upstreams::new(&list, "").unwrap();
-        server.handler.set_upstreams(Arc::new(upstreams));
+        server.handler.set_upstreams(std::sync::Arc::new(upstreams));
         let mut client = crate::rtc::client::Client::connect(server.http);
         let replies = client.request(json!({"id": "c", "request_type": "Chat", "model": "a/tiny",
             "stream": true, "temperature": 0, "seed": 1, "max_tokens": 24,
@@ -223,153 +245,6 @@ fn a_second_tabagent_is_relayed_over_http_native_messaging_and_webrtc() {
     );
     for line in gateway.log.lock().unwrap().iter() {
         assert_no_key("the gateway's log", line);
-    }
-}
-
-/// A fake OpenAI server: `/v1/models` lists `m`; a POST gets `answer`.
-#[derive(Clone, Copy, PartialEq)]
-enum Fake {
-    /// Three chunks, `abc`, then the finish, usage and [DONE].
-    Streams,
-    /// 500 before any token.
-    Fails,
-    /// Two chunks, then the connection closes.
-    Cuts,
-    /// Reads the request and never answers.
-    Silent,
-}
-
-struct FakeServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    /// Authorization headers it received.
-    keys: Arc<Mutex<Vec<String>>>,
-}
-
-impl FakeServer {
-    fn start(kind: Fake) -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let keys = Arc::new(Mutex::new(Vec::new()));
-        let (flag, seen) = (Arc::clone(&stop), Arc::clone(&keys));
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((socket, _)) => {
-                        let (seen, flag) = (Arc::clone(&seen), Arc::clone(&flag));
-                        std::thread::spawn(move || serve(socket, kind, &seen, &flag));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-            // The listener is dropped here: the port refuses from now on.
-        });
-        FakeServer { addr, stop, keys }
-    }
-
-    fn kill(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Answers one connection's requests (keep-alive) until `stop`: a killed
-/// server closes its kept-alive connections too.
-fn serve(socket: TcpStream, kind: Fake, keys: &Mutex<Vec<String>>, stop: &AtomicBool) {
-    socket.set_nonblocking(false).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(socket.try_clone().unwrap());
-    let mut writer = socket;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let get = line.starts_with("GET");
-        let mut length = 0usize;
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            let lower = header.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-            if lower.starts_with("authorization:") {
-                keys.lock().unwrap().push(header.trim().to_string());
-            }
-            if header == "\r\n" {
-                break;
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() || stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let reply = |w: &mut TcpStream, status: &str, kind: &str, body: &str| {
-            let _ = write!(
-                w,
-                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        };
-        if get {
-            reply(
-                &mut writer,
-                "200 OK",
-                "application/json",
-                r#"{"object":"list","data":[{"id":"m","object":"model"}]}"#,
-            );
-            continue;
-        }
-        let chunk = |text: &str| {
-            format!(
-                "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n"
-            )
-        };
-        match kind {
-            Fake::Fails => reply(
-                &mut writer,
-                "500 Internal Server Error",
-                "application/json",
-                r#"{"error":{"message":"boom"}}"#,
-            ),
-            Fake::Silent => {
-                std::thread::sleep(Duration::from_secs(20));
-                return;
-            }
-            Fake::Streams | Fake::Cuts => {
-                let _ = write!(
-                    writer,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
-                );
-                let _ = write!(writer, "{}{}", chunk("a"), chunk("b"));
-                let _ = writer.flush();
-                if kind == Fake::Cuts {
-                    std::thread::sleep(Duration::from_millis(100));
-                    return;
-                }
-                let _ = write!(
-                    writer,
-                    "{}data: {{\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n\
-                    data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":5,\"completion_tokens\":3}}}}\n\ndata: [DONE]\n\n",
-                    chunk("c")
-                );
-                return;
-            }
-        }
     }
 }
 
