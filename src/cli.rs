@@ -78,21 +78,30 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
     let args: Vec<OsString> = args.into_iter().collect();
     // Chrome starts a native messaging host with the caller's origin as the
     // first argument (and `--parent-window=N` on Windows): that is native mode,
-    // whatever else is configured.
+    // whatever else is configured. Options after the origin are the ones
+    // `install-host` wrote into its launcher (data and models dirs, config).
     if args
         .first()
         .and_then(|a| a.to_str())
         .is_some_and(|a| a.starts_with("chrome-extension://"))
     {
-        let settings = Layer {
-            mode: Some(Mode::Native),
-            ..Layer::default()
-        };
-        return Ok(Args {
-            command: Command::Serve,
-            settings,
-            config_file: None,
-        });
+        let options = args[1..]
+            .iter()
+            .filter(|a| {
+                !a.to_str()
+                    .is_some_and(|a| a.starts_with("--parent-window="))
+            })
+            .cloned()
+            .collect();
+        let mut parsed = parse_options(options).map_err(|e| e.to_string())?;
+        if parsed.command != Command::Serve {
+            return Err(format!(
+                "a native messaging host only serves, not {:?}",
+                parsed.command
+            ));
+        }
+        parsed.settings.mode = Some(Mode::Native);
+        return Ok(parsed);
     }
     parse_options(args).map_err(|e| e.to_string())
 }
@@ -355,7 +364,9 @@ speak HTTPS only. A bind that is not loopback is refused without them, unless
 TABAGENT_ALLOW_INSECURE_HTTP=true (plain HTTP behind a TLS reverse proxy).
 
 When a browser starts tabagent with a chrome-extension:// origin as its first
-argument, it serves native messaging on stdin/stdout only.
+argument, it serves native messaging on stdin/stdout only (settings may follow
+the origin). install-host given --data-dir, --models-dir or a config file
+registers a launcher, <data_dir>/native-host, that passes them on.
 ",
         version = env!("CARGO_PKG_VERSION"),
         env = Layer::env_names().join(", "),
@@ -379,6 +390,26 @@ mod tests {
         .unwrap();
         assert_eq!(args.command, Command::Serve);
         assert_eq!(args.settings.mode, Some(Mode::Native));
+
+        // install-host's launcher puts the dirs it was given after the origin.
+        let args = parse_str(&[
+            "chrome-extension://abcdefghijklmnopabcdefghijklmnop/",
+            "--data-dir",
+            "/d",
+            "--models-dir=/m",
+            "--config",
+            "/c.toml",
+            "--mode",
+            "http",
+        ])
+        .unwrap();
+        assert_eq!(args.settings.mode, Some(Mode::Native));
+        assert_eq!(args.settings.data_dir, Some("/d".into()));
+        assert_eq!(args.settings.models_dir, Some("/m".into()));
+        assert_eq!(args.config_file, Some("/c.toml".into()));
+        let origin = "chrome-extension://abcdefghijklmnopabcdefghijklmnop/";
+        assert!(parse_str(&[origin, "models"]).is_err());
+        assert!(parse_str(&[origin, "--colour"]).is_err());
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_with(path, bytes, 0o600, true).map(|_| ())
 }
 
+/// Like [`write_atomic`], for a script others run (mode 0755, less the umask).
+pub fn write_executable(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with(path, bytes, 0o777, true).map(|_| ())
+}
+
 /// Writes a secret (mode 0600) only if `path` does not exist yet, all or
 /// nothing; false when another writer was first (its file is kept, so two
 /// processes starting at once agree on one file).

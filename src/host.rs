@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::{write_atomic, write_executable};
 
 /// The host name the extension connects to (the original TabAgent's).
 pub const HOST_NAME: &str = "com.tabagent.host";
@@ -139,6 +139,50 @@ pub fn install(
         .collect()
 }
 
+/// The script a manifest points at when `install-host` was given settings
+/// on its command line: Chrome starts a host with the caller's origin as its
+/// only argument, so the script adds the settings after it.
+pub fn launcher(binary: &Path, options: &[(&str, &Path)]) -> Vec<u8> {
+    let mut script = b"#!/bin/sh\n# Written by `tabagent install-host`: the native messaging host, started\n# with the settings it was registered with (Chrome passes the origin first).\nexec ".to_vec();
+    script.extend(shell_quote(binary.as_os_str()));
+    script.extend_from_slice(b" \"$@\"");
+    for (option, value) in options {
+        script.push(b' ');
+        script.extend_from_slice(option.as_bytes());
+        script.push(b' ');
+        script.extend(shell_quote(value.as_os_str()));
+    }
+    script.push(b'\n');
+    script
+}
+
+/// Writes [`launcher`] as `<data_dir>/native-host`; returns its path.
+pub fn write_launcher(
+    data_dir: &Path,
+    binary: &Path,
+    options: &[(&str, &Path)],
+) -> Result<PathBuf, String> {
+    let path = data_dir.join("native-host");
+    write_executable(&path, &launcher(binary, options))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// `value` in single quotes for sh, any byte kept (a quote becomes '\'').
+fn shell_quote(value: &std::ffi::OsStr) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut quoted = vec![b'\''];
+    for &byte in value.as_bytes() {
+        if byte == b'\'' {
+            quoted.extend_from_slice(b"'\\''");
+        } else {
+            quoted.push(byte);
+        }
+    }
+    quoted.push(b'\'');
+    quoted
+}
+
 /// Removes the manifest from each dir; returns the files that were there.
 pub fn uninstall(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut removed = Vec::new();
@@ -176,6 +220,22 @@ mod tests {
             manifest(Path::new("/x"), &["not-an-id".into()])
                 .unwrap_err()
                 .contains("not an extension id")
+        );
+    }
+
+    #[test]
+    fn the_launcher_quotes_every_path() {
+        let script = launcher(
+            Path::new("/opt/tab agent/tabagent"),
+            &[("--data-dir", Path::new("/home/o'neil/data"))],
+        );
+        let script = String::from_utf8(script).unwrap();
+        assert!(script.starts_with("#!/bin/sh\n"), "{script}");
+        assert!(
+            script.ends_with(
+                "exec '/opt/tab agent/tabagent' \"$@\" --data-dir '/home/o'\\''neil/data'\n"
+            ),
+            "{script}"
         );
     }
 

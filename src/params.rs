@@ -60,28 +60,26 @@ impl Params {
     /// Applies `patch`, validates the result and persists it before answering;
     /// nothing changes when validation or the write fails.
     pub fn set(&self, patch: &ParamsPatch) -> Result<GenerationParams, ApiError> {
+        // One write lock from read to store: two patches never lose each other.
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         let mut next = current.clone();
         apply(&mut next, patch)?;
-        validate(&next)?;
-        // Serializing plain numbers cannot fail.
-        let bytes = serde_json::to_vec_pretty(&next).expect("params serialize");
-        write_atomic(&self.path, &bytes).map_err(|e| {
-            ApiError::internal(format!(
-                "cannot save parameters to {}: {e}",
-                self.path.display()
-            ))
-        })?;
-        *current = next.clone();
-        Ok(next)
+        self.store(&mut current, next)
     }
-}
 
-impl Params {
     /// Replaces the defaults whole (Restore), validated and persisted as
     /// SetParams does.
     pub fn replace(&self, next: GenerationParams) -> Result<GenerationParams, ApiError> {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        self.store(&mut current, next)
+    }
+
+    /// Validates `next`, writes it to disk, then makes it current.
+    fn store(
+        &self,
+        current: &mut GenerationParams,
+        next: GenerationParams,
+    ) -> Result<GenerationParams, ApiError> {
         validate(&next)?;
         // Serializing plain numbers cannot fail.
         let bytes = serde_json::to_vec_pretty(&next).expect("params serialize");

@@ -38,7 +38,13 @@ pub fn run(args: Args) -> ExitCode {
                     extension_ids,
                     browsers,
                     user_data_dir,
-                } => install_host(&config, extension_ids, browsers, user_data_dir.as_deref()),
+                } => install_host(
+                    &config,
+                    &args,
+                    extension_ids,
+                    browsers,
+                    user_data_dir.as_deref(),
+                ),
                 Command::UninstallHost {
                     browsers,
                     user_data_dir,
@@ -288,27 +294,43 @@ fn config_home() -> Option<PathBuf> {
 /// `tabagent install-service`: the HTTP server as a per-user service, with
 /// the bind address given on the command line or in the environment, the
 /// data and models dirs, and the config file.
+/// This binary's own path (what a manifest or a unit starts).
+fn this_binary() -> Result<PathBuf, String> {
+    std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| format!("cannot find this binary's path: {e}"))
+}
+
+/// What `install-service` and `install-host` write for the server to find
+/// again: the config file (`--config` or `TABAGENT_CONFIG`), the data dir
+/// and the models dir, as absolute paths.
+fn registered_paths(config: &Config, args: &Args) -> (Option<PathBuf>, PathBuf, PathBuf) {
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let config_file = args
+        .config_file
+        .clone()
+        .or_else(|| std::env::var_os("TABAGENT_CONFIG").map(PathBuf::from))
+        .map(|f| absolute(&f));
+    (
+        config_file,
+        absolute(&config.data_dir),
+        absolute(&config.models_dir),
+    )
+}
+
 fn install_service(config: &Config, args: &Args) -> Result<ExitCode, String> {
     // The unit must be able to start: the same checks as `serve`, in HTTP mode.
     check_exposure(&Config {
         mode: Mode::Http,
         ..config.clone()
     })?;
-    let binary = std::env::current_exe()
-        .and_then(|p| p.canonicalize())
-        .map_err(|e| format!("cannot find this binary's path: {e}"))?;
-    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let binary = this_binary()?;
     let bind = args.settings.bind.or_else(|| {
         std::env::var("TABAGENT_BIND")
             .ok()
             .and_then(|b| b.parse().ok())
     });
-    let config_file = args
-        .config_file
-        .clone()
-        .or_else(|| std::env::var_os("TABAGENT_CONFIG").map(PathBuf::from))
-        .map(|f| absolute(&f));
-    let (data_dir, models_dir) = (absolute(&config.data_dir), absolute(&config.models_dir));
+    let (config_file, data_dir, models_dir) = registered_paths(config, args);
     let command = crate::service::ServiceCommand::new(
         &binary,
         bind,
@@ -442,21 +464,39 @@ fn allow_extension(config: &Config, id: &str) -> Result<ExitCode, String> {
 
 fn install_host(
     config: &Config,
+    args: &Args,
     extension_ids: &[String],
     browsers: &[String],
     user_data_dir: Option<&std::path::Path>,
 ) -> Result<ExitCode, String> {
-    let binary = std::env::current_exe()
-        .and_then(|p| p.canonicalize())
-        .map_err(|e| format!("cannot find this binary's path: {e}"))?;
+    let binary = this_binary()?;
+    // Settings given here reach the host through a launcher script (the
+    // browser starts a host with none of ours): without it, a host
+    // registered with `--data-dir X` would keep its history elsewhere.
+    let (config_file, data_dir, models_dir) = registered_paths(config, args);
+    let mut options: Vec<(&str, &std::path::Path)> = Vec::new();
+    if args.settings.data_dir.is_some() {
+        options.push(("--data-dir", &data_dir));
+    }
+    if args.settings.models_dir.is_some() {
+        options.push(("--models-dir", &models_dir));
+    }
+    if let Some(file) = &config_file {
+        options.push(("--config", file));
+    }
+    let host = if options.is_empty() {
+        binary.clone()
+    } else {
+        crate::host::write_launcher(&data_dir, &binary, &options)?
+    };
     let dirs = crate::host::targets(browsers, &home()?, user_data_dir)?;
-    let written = crate::host::install(&dirs, &binary, extension_ids)?;
+    let written = crate::host::install(&dirs, &host, extension_ids)?;
     // The same extensions may then call the HTTP server (the WebRTC fallback).
     let allowed = crate::host::allow_extensions(&config.data_dir, extension_ids)?;
     let mut out = format!(
         "Registered {} -> {}\n",
         crate::host::HOST_NAME,
-        binary.display()
+        host.display()
     );
     for file in written {
         out.push_str(&format!("  wrote {}\n", file.display()));

@@ -1,6 +1,8 @@
 //! The command line: help, version, models, host registration, settings precedence.
 
-use crate::util::{TempDir, command};
+use serde_json::json;
+
+use crate::util::{NativeHost, TempDir, command, command_for};
 
 fn run(data: &TempDir, args: &[&str]) -> (bool, String, String) {
     let output = command(data.path()).args(args).output().unwrap();
@@ -143,4 +145,54 @@ fn install_and_uninstall_host_for_a_profile_and_for_all_browsers() {
     );
     let (ok, _, err) = run(&data, &["install-host", "--extension-id", "bad"]);
     assert!(!ok && err.contains("not an extension id"), "{err}");
+}
+
+#[test]
+fn a_host_registered_with_its_own_dirs_starts_with_them() {
+    let data = TempDir::new("launcher");
+    let (own_data, own_models) = (data.path().join("own data"), data.path().join("own-models"));
+    std::fs::create_dir_all(&own_models).unwrap();
+    std::fs::write(own_models.join("mine.gguf"), vec![0u8; 2_000_000]).unwrap();
+    let profile = data.path().join("profile");
+    let id = "abcdefghijklmnopabcdefghijklmnop";
+    let (ok, out, err) = run(
+        &data,
+        &[
+            "install-host",
+            "--extension-id",
+            id,
+            "--user-data-dir",
+            profile.to_str().unwrap(),
+            "--data-dir",
+            own_data.to_str().unwrap(),
+            "--models-dir",
+            own_models.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(profile.join("NativeMessagingHosts/com.tabagent.host.json")).unwrap(),
+    )
+    .unwrap();
+    let launcher = std::path::PathBuf::from(manifest["path"].as_str().unwrap());
+    assert_eq!(launcher, own_data.join("native-host"), "{out}");
+    assert!(own_data.join("extensions").is_file());
+
+    // Started as Chrome starts it (the origin its only argument, the test's
+    // own data dir in the environment), the host uses the registered dirs.
+    let mut command = command_for(&launcher, data.path());
+    command.arg(format!("chrome-extension://{id}/"));
+    let mut host = NativeHost::spawn(command, TempDir::new("unused"));
+    let reply = host.request(json!({"id": 1, "request_type": "ListModels"}));
+    let ids: Vec<&str> = reply["models"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{reply}"))
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["mine"], "{reply}");
+    let reply = host.request(json!({"id": 2, "request_type": "SaveMessage",
+        "session_id": "s1", "role": "user", "content": "kept where it was registered"}));
+    assert_eq!(reply["response_type"], "MessageSaved", "{reply}");
+    assert!(own_data.join("tabagent.db").is_file());
 }

@@ -154,6 +154,11 @@ impl NativeHost {
         let mut command = command(data.path());
         command.arg("chrome-extension://abcdefghijklmnopabcdefghijklmnop/");
         configure(&mut command);
+        Self::spawn(command, data)
+    }
+
+    /// Starts `command` (a program that serves native messaging) and reads its frames.
+    pub fn spawn(mut command: Command, data: TempDir) -> NativeHost {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

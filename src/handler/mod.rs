@@ -43,7 +43,9 @@ use crate::system::SystemProbe;
 
 pub use push::LoopPort;
 
-/// What handling a request produced.
+/// What handling a request produced. It lives only from `handle` to the
+/// transport's dispatch, so a reply stays inline rather than boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// The answer, ready now.
     Reply(Response),

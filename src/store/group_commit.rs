@@ -18,6 +18,7 @@ use rusqlite::Connection;
 
 use super::StoreError;
 use crate::jobs::{lock, panic_message};
+use crate::logging::RequestTag;
 
 /// The most tasks one transaction takes: bounds the time a batch holds the
 /// write lock and the memory of its results.
@@ -32,6 +33,8 @@ pub(crate) trait Write: Send {
     fn apply(&mut self, connection: &Connection, now_ms: i64) -> Result<(), StoreError>;
     /// Reports the outcome: the apply error, the commit error, or success.
     fn finish(self: Box<Self>, outcome: Result<(), StoreError>);
+    /// The request it was made for: the writer logs under that id.
+    fn tag(&self) -> Option<RequestTag>;
 }
 
 type Apply<T> = Box<dyn FnOnce(&Connection, i64) -> Result<T, StoreError> + Send>;
@@ -42,6 +45,7 @@ pub(crate) struct Task<T> {
     apply: Option<Apply<T>>,
     result: Option<T>,
     done: Done<T>,
+    tag: Option<RequestTag>,
 }
 
 impl<T: Send + 'static> Task<T> {
@@ -53,6 +57,7 @@ impl<T: Send + 'static> Task<T> {
             apply: Some(Box::new(apply)),
             result: None,
             done: Box::new(done),
+            tag: RequestTag::current(),
         })
     }
 }
@@ -73,6 +78,10 @@ impl<T: Send> Write for Task<T> {
             result.ok_or_else(|| StoreError::Sqlite("a write finished without a result".into()))
         });
         done(result)
+    }
+
+    fn tag(&self) -> Option<RequestTag> {
+        self.tag
     }
 }
 
@@ -163,9 +172,11 @@ fn run(connection: &Connection, receiver: &mpsc::Receiver<Box<dyn Write>>, pendi
 
 /// Runs a task's completion; a panicking one is logged, not fatal to the writer.
 fn finish(task: Box<dyn Write>, outcome: Result<(), StoreError>) {
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| task.finish(outcome))) {
-        log::error!("a write's completion panicked: {}", panic_message(&panic));
-    }
+    RequestTag::scope(task.tag(), || {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| task.finish(outcome))) {
+            log::error!("a write's completion panicked: {}", panic_message(&panic));
+        }
+    })
 }
 
 /// Applies `batch` in one transaction; one outcome per task.
@@ -184,13 +195,14 @@ fn commit(connection: &Connection, batch: &mut [Box<dyn Write>]) -> Vec<Result<(
             .execute_batch("SAVEPOINT task")
             .map_err(StoreError::from)
             .and_then(|()| {
-                catch_unwind(AssertUnwindSafe(|| task.apply(connection, now_ms))).unwrap_or_else(
-                    |panic| {
-                        let what = panic_message(&panic);
-                        log::error!("a write panicked: {what}");
-                        Err(StoreError::Sqlite(format!("the write failed: {what}")))
-                    },
-                )
+                RequestTag::scope(task.tag(), || {
+                    catch_unwind(AssertUnwindSafe(|| task.apply(connection, now_ms)))
+                        .unwrap_or_else(|panic| {
+                            let what = panic_message(&panic);
+                            log::error!("a write panicked: {what}");
+                            Err(StoreError::Sqlite(format!("the write failed: {what}")))
+                        })
+                })
             });
         let closed = match &applied {
             Ok(()) => connection.execute_batch("RELEASE task"),
@@ -212,11 +224,44 @@ fn commit(connection: &Connection, batch: &mut [Box<dyn Write>]) -> Vec<Result<(
         Ok(()) => outcomes,
         Err(error) => {
             let error = StoreError::from(error);
-            log::error!("a commit of {count} writes failed: {error}");
+            let requests: Vec<String> = batch
+                .iter()
+                .filter_map(|task| task.tag().map(|tag| tag.to_string()))
+                .collect();
+            log::error!(
+                "a commit of {count} writes failed (requests {}): {error}",
+                requests.join(", ")
+            );
             if !connection.is_autocommit() {
                 let _ = connection.execute_batch("ROLLBACK");
             }
             fail_all(error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_runs_and_finishes_under_its_request_id() {
+        let writer = Writer::start(Connection::open_in_memory().unwrap()).unwrap();
+        let tag = RequestTag::next();
+        let (sender, seen) = mpsc::channel();
+        let at_apply = sender.clone();
+        let task = RequestTag::scope(Some(tag), || {
+            Task::boxed(
+                move |_, _| {
+                    at_apply.send(RequestTag::current()).unwrap();
+                    Ok(())
+                },
+                move |_| sender.send(RequestTag::current()).unwrap(),
+            )
+        });
+        // Submitted from a thread serving no request: the tag came with the task.
+        writer.submit(task);
+        assert_eq!(seen.recv().unwrap(), Some(tag), "apply");
+        assert_eq!(seen.recv().unwrap(), Some(tag), "finish");
     }
 }

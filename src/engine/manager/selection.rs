@@ -1,7 +1,8 @@
 //! Which model each task uses: lookups by id, and the default model per
 //! task, kept in `selection.json`.
 
-use super::{ModelManager, wrong_kind};
+use super::ModelManager;
+use super::resident::wrong_kind;
 use crate::api::{ModelFormat, ModelKind, Selection};
 use crate::error::ApiError;
 use crate::fsutil::write_atomic;
