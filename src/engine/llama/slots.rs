@@ -213,6 +213,9 @@ impl<'a, 'm> Batcher<'a, 'm> {
             }
             self.step += 1;
             self.admit();
+            // Told before the step too: a client that got its first token
+            // from this step finds its slot busy, not the board of before.
+            self.publish();
             self.run_step();
             self.publish();
         }
