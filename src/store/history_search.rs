@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::StoreError;
 use super::history::{check_session_id, title_of};
+use super::search::query_terms;
 use crate::api::{HistoryHit, HistoryMatch, HistoryResults, SessionTruncated};
 
 /// Sessions returned when a search does not say.
@@ -39,7 +40,7 @@ pub(crate) struct HistoryQuery {
 impl HistoryQuery {
     /// Checks the request's values; no I/O.
     pub(crate) fn check(text: &str, limit: Option<u32>) -> Result<HistoryQuery, StoreError> {
-        let terms = query_terms(text);
+        let terms = query_terms(text, MAX_TERMS);
         if terms.is_empty() {
             return Err(StoreError::Invalid(
                 "query has no words to search for".into(),
@@ -65,24 +66,6 @@ impl HistoryQuery {
             limit,
         })
     }
-}
-
-/// The distinct lowercase words of `text`, at most [`MAX_TERMS`].
-fn query_terms(text: &str) -> Vec<String> {
-    let mut terms: Vec<String> = Vec::new();
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        let word = word.to_lowercase();
-        if !terms.contains(&word) {
-            terms.push(word);
-        }
-        if terms.len() == MAX_TERMS {
-            break;
-        }
-    }
-    terms
 }
 
 /// Sessions with messages matching the query, best first.

@@ -245,7 +245,7 @@ fn keyword_search(
     text: &str,
     limit: usize,
 ) -> Result<Vec<i64>, StoreError> {
-    let terms = query_terms(text);
+    let terms = query_terms(text, MAX_TERMS);
     if terms.is_empty() {
         return Ok(Vec::new());
     }
@@ -282,9 +282,9 @@ fn keyword_search(
     Ok(ids)
 }
 
-/// The distinct lowercase words of `text`, at most [`MAX_TERMS`]. Each is
-/// used quoted, so no character of the user's text is FTS5 syntax.
-fn query_terms(text: &str) -> Vec<String> {
+/// The distinct lowercase words of `text`, at most `max`. Each is used
+/// quoted, so no character of the user's text is FTS5 syntax.
+pub(super) fn query_terms(text: &str, max: usize) -> Vec<String> {
     let mut terms: Vec<String> = Vec::new();
     for word in text
         .split(|c: char| !c.is_alphanumeric())
@@ -294,7 +294,7 @@ fn query_terms(text: &str) -> Vec<String> {
         if !terms.contains(&word) {
             terms.push(word);
         }
-        if terms.len() == MAX_TERMS {
+        if terms.len() == max {
             break;
         }
     }
@@ -332,10 +332,13 @@ mod tests {
     #[test]
     fn user_text_never_becomes_fts_syntax() {
         assert_eq!(
-            query_terms("What's NEAR(\"x\") AND -y* Ünïcode? what"),
+            query_terms("What's NEAR(\"x\") AND -y* Ünïcode? what", MAX_TERMS),
             ["what", "s", "near", "x", "and", "y", "ünïcode"]
         );
-        assert!(query_terms("?! ...").is_empty());
-        assert_eq!(query_terms("日本語 テスト"), ["日本語", "テスト"]);
+        assert!(query_terms("?! ...", MAX_TERMS).is_empty());
+        assert_eq!(
+            query_terms("日本語 テスト", MAX_TERMS),
+            ["日本語", "テスト"]
+        );
     }
 }
