@@ -138,6 +138,9 @@ impl Batcher<'_, '_> {
             finish_reason: reason,
             text: task.stream.into_text(),
         };
+        // The board first: a client that has its final reply finds the
+        // slot idle (the step's own publish may come after it asks).
+        self.publish();
         let _ = task.events.send(Event::Done {
             choice: task.choice,
             result: Ok(generation),
@@ -148,6 +151,7 @@ impl Batcher<'_, '_> {
         let slot = &mut self.slots[i];
         slot.last_used = self.step;
         if let Some(task) = slot.task.take() {
+            self.publish();
             let _ = task.events.send(Event::Done {
                 choice: task.choice,
                 result: Err(error),
