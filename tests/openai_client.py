@@ -117,7 +117,15 @@ def check_tools_and_structured_output(client: openai.OpenAI, chat_model: str) ->
     }]
     messages = [{"role": "user", "content": "weather in Paris?"}]
     chat = client.chat.completions.create(
-        model=chat_model, messages=messages, tools=tools, tool_choice="required", max_tokens=200
+        model=chat_model,
+        messages=messages,
+        tools=tools,
+        tool_choice="required",
+        # One call: with parallel calls allowed, noise may go on calling
+        # until the context ends.
+        parallel_tool_calls=False,
+        max_tokens=200,
+        seed=7,
     )
     choice = chat.choices[0]
     assert choice.finish_reason == "tool_calls", chat
