@@ -228,7 +228,7 @@ pub fn models(upstream: &Upstream) -> Result<Vec<RemoteModel>, ApiError> {
 pub fn check(upstream: &Upstream, now: Instant) -> bool {
     match models(upstream) {
         Ok(mut models) => {
-            super::context::probe_contexts(upstream, &mut models);
+            super::context::probe_contexts(upstream, &mut models, now);
             upstream.mark_up(Some(models), now);
             true
         }

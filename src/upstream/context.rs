@@ -6,6 +6,7 @@
 //! one (cached per text), else `None` and the caller estimates.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -46,6 +47,17 @@ pub(super) const TOKENIZE_UNKNOWN: u8 = 0;
 const TOKENIZE_YES: u8 = 1;
 const TOKENIZE_NO: u8 = 2;
 
+/// How long a probe that found nothing stands before a check asks again
+/// (the upstream may have been restarting, or gained a model since).
+const PROBE_RETRY: Duration = Duration::from_secs(300);
+
+/// What probing found for a model, and when.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Probe {
+    found: Option<(u32, ContextSource)>,
+    at: Instant,
+}
+
 /// Token counts of texts an upstream's `/tokenize` gave, kept so that
 /// fitting a history asks once per message (bounded: cleared when full).
 const TOKEN_CACHE: usize = 4096;
@@ -65,14 +77,20 @@ impl Upstream {
             .unwrap_or((DEFAULT_CONTEXT, ContextSource::Default))
     }
 
-    /// What an earlier probe found for `model` (`None`: never probed).
-    fn probed(&self, model: &str) -> Option<Option<(u32, ContextSource)>> {
-        lock(&self.state).probed.get(model).copied()
+    /// What an earlier probe found for `model` (`None`: never probed, or
+    /// it found nothing more than [`PROBE_RETRY`] before `now`).
+    fn probed(&self, model: &str, now: Instant) -> Option<Option<(u32, ContextSource)>> {
+        let state = lock(&self.state);
+        let probe = state.probed.get(model)?;
+        let stands = probe.found.is_some() || now.saturating_duration_since(probe.at) < PROBE_RETRY;
+        stands.then_some(probe.found)
     }
 
-    /// Records what probing found for `model`.
-    fn remember_probe(&self, model: &str, found: Option<(u32, ContextSource)>) {
-        lock(&self.state).probed.insert(model.to_string(), found);
+    /// Records what probing found for `model` at `now`.
+    fn remember_probe(&self, model: &str, found: Option<(u32, ContextSource)>, now: Instant) {
+        lock(&self.state)
+            .probed
+            .insert(model.to_string(), Probe { found, at: now });
     }
 
     /// Tokens of `text` by the upstream's `/tokenize` for `model`, when it
@@ -152,21 +170,22 @@ fn model_info_context(upstream: &Upstream, model: &str) -> Option<u32> {
 
 /// Fills in the contexts the model list left out (or gave only as the
 /// training context): llama-server's `/props`, else a tabagent's ModelInfo.
-/// Each model is probed once; later checks reuse what was found.
-pub(super) fn probe_contexts(upstream: &Upstream, models: &mut [RemoteModel]) {
+/// Each model is probed once; later checks reuse what was found (a probe
+/// that found nothing is tried again after [`PROBE_RETRY`]).
+pub(super) fn probe_contexts(upstream: &Upstream, models: &mut [RemoteModel], now: Instant) {
     let mut props: Option<Option<u32>> = None;
     for model in models
         .iter_mut()
         .filter(|m| !matches!(m.context, Some((_, ContextSource::Listed))))
     {
-        let found = match upstream.probed(&model.id) {
+        let found = match upstream.probed(&model.id, now) {
             Some(found) => found,
             None => {
                 let from_props = *props.get_or_insert_with(|| props_context(upstream));
                 let found = from_props.map(|n| (n, ContextSource::Props)).or_else(|| {
                     model_info_context(upstream, &model.id).map(|n| (n, ContextSource::ModelInfo))
                 });
-                upstream.remember_probe(&model.id, found);
+                upstream.remember_probe(&model.id, found, now);
                 found
             }
         };
@@ -201,4 +220,37 @@ fn tokenize(upstream: &Upstream, model: &str, text: &str) -> Result<u32, Failure
                 "its /tokenize answer has no `tokens`",
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::Upstreams;
+
+    #[test]
+    fn a_probe_that_found_nothing_is_tried_again_later_and_a_found_context_stands() {
+        let ups = Upstreams::new(&"a=http://127.0.0.1:1/v1".parse().unwrap(), "").unwrap();
+        let upstream = &ups.list[0];
+        let start = Instant::now();
+        // Nothing answers on port 1: the probe finds nothing.
+        let mut models = vec![RemoteModel {
+            id: "m".into(),
+            context: None,
+        }];
+        probe_contexts(upstream, &mut models, start);
+        assert_eq!(models[0].context, None);
+        assert_eq!(
+            upstream.probed("m", start + Duration::from_secs(1)),
+            Some(None)
+        );
+        assert_eq!(
+            upstream.probed("m", start + PROBE_RETRY),
+            None,
+            "asked again"
+        );
+        let found = Some((8192, ContextSource::Props));
+        upstream.remember_probe("m", found, start);
+        let much_later = start + PROBE_RETRY * 10;
+        assert_eq!(upstream.probed("m", much_later), Some(found));
+    }
 }

@@ -66,7 +66,7 @@ struct State {
     checked: Option<Instant>,
     /// Contexts found by probing (`/props`, ModelInfo) per model id, so a
     /// model is probed once, not at every check.
-    probed: HashMap<String, Option<(u32, ContextSource)>>,
+    probed: HashMap<String, context::Probe>,
 }
 
 /// One upstream server and its live state.
