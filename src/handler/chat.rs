@@ -1,24 +1,24 @@
-//! Chat, Generate, Tokenize and Detokenize: find the chat model (loading it
-//! on first use), then run on the model lane, streaming each piece of text
-//! as a `ChatChunk` through the job's context.
+//! Chat and Generate: find the chat model (loading it on first use), fit
+//! the conversation to its context, then generate on the generation lane
+//! (`chat_generate`), or relay to the upstream that serves the model.
 //!
 //! [`ChatRunner`] is the seam other request types use to run a chat inside
 //! their own job (session chat in the store): clone it into the job.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::chat_context::fit_conversation;
-use super::chat_output::{OutputPlan, OutputShaper};
+use super::chat_generate::{choice_count, generate_choices};
+use super::chat_output::OutputPlan;
 use super::{Handler, Outcome};
 use crate::api::{
-    ChatChoice, ChatChunk, ChatComplete, ChatMessage, ChatRequest, DetokenizeRequest,
-    DetokenizedText, FinishReason, GenerateRequest, GenerationParams, ModelKind, Response,
-    Sampling, Structure, TokenizeRequest, Tokens, Usage,
+    ChatComplete, ChatMessage, ChatRequest, GenerateRequest, GenerationParams, ModelKind, Response,
+    Sampling, Structure,
 };
 use crate::engine::limits::usable_cpus;
 use crate::engine::manager::{LoadOptions, ModelManager, Resident};
-use crate::engine::text::{SamplingConfig, TemplateInput, TextModel};
+use crate::engine::text::{SamplingConfig, TemplateInput};
 use crate::error::ApiError;
 use crate::jobs::{Job, JobContext, Lane};
 use crate::upstream::Route;
@@ -128,7 +128,7 @@ impl ChatRunner {
         let prompt = render(&fitted.messages)?;
         sampling.grammar = plan.grammar.clone();
         sampling.job = Some(ctx.job_id());
-        let mut complete = run(
+        let mut complete = generate_choices(
             ctx,
             &resident,
             text.as_ref(),
@@ -192,7 +192,7 @@ impl ChatRunner {
         let plan = OutputPlan::new(text.as_ref(), structure)?;
         sampling.grammar = plan.grammar.clone();
         sampling.job = Some(ctx.job_id());
-        run(
+        generate_choices(
             ctx,
             &resident,
             text.as_ref(),
@@ -221,146 +221,6 @@ impl ChatRunner {
             prompt_tokens: text.tokenize(&prompt, true)?.len() as u32,
             context_size: text.context_size(),
         })
-    }
-}
-
-/// Generates `n` choices (the prompt read once) and shapes each; the first
-/// is the reply, the others its `choices`.
-#[allow(clippy::too_many_arguments)] // one call site each in run_chat and run_generate
-fn run(
-    ctx: &JobContext,
-    resident: &Resident,
-    text: &dyn TextModel,
-    prompt: &str,
-    sampling: &SamplingConfig,
-    n: u32,
-    plan: &OutputPlan,
-    stream: bool,
-) -> Result<ChatComplete, ApiError> {
-    let cancel = ctx.cancel_flag();
-    let n = n.max(1) as usize;
-    let mut chunks = 0usize;
-    let mut shapers: Vec<OutputShaper> = (0..n)
-        .map(|_| OutputShaper::new(plan, prompt, sampling.logprobs.is_some()))
-        .collect();
-    let mut emit = |index: usize, chunk: Option<ChatChunk>| match chunk {
-        Some(mut chunk) if stream => {
-            chunks += 1;
-            chunk.index = index as u32;
-            ctx.emit(Response::ChatChunk(chunk))
-        }
-        _ => ctx.client_present(),
-    };
-    let started = Instant::now();
-    let mut first_token = None;
-    let generations = if n == 1 {
-        text.generate(prompt, sampling, &cancel, &mut |piece| {
-            first_token.get_or_insert_with(Instant::now);
-            let chunk = shapers[0].push(piece);
-            emit(0, chunk)
-        })
-        .map(|generation| vec![generation])
-    } else {
-        // Each choice its own seed.
-        let choices: Vec<SamplingConfig> = (0..n)
-            .map(|i| SamplingConfig {
-                seed: sampling.seed.wrapping_add(i as u32),
-                ..sampling.clone()
-            })
-            .collect();
-        text.generate_choices(prompt, &choices, &cancel, &mut |i, piece| {
-            first_token.get_or_insert_with(Instant::now);
-            let chunk = shapers.get_mut(i).and_then(|s| s.push(piece));
-            emit(i, chunk)
-        })
-    };
-    let ended = Instant::now();
-    resident.touch(ended);
-    let generations = generations?;
-    // One generation for the metrics: the prompt is read once for all choices.
-    crate::metrics::GENERATION.record(
-        generations.first().map_or(0, |g| g.prompt_tokens),
-        generations.iter().map(|g| g.completion_tokens).sum(),
-        first_token.map(|first| first.saturating_duration_since(started)),
-        first_token.map_or(Duration::ZERO, |first| {
-            ended.saturating_duration_since(first)
-        }),
-    );
-    for (i, (generation, shaper)) in generations.iter().zip(&mut shapers).enumerate() {
-        if generation.finish_reason != FinishReason::Cancelled {
-            let chunk = shaper.finish();
-            emit(i, chunk);
-        }
-    }
-    if stream && chunks == 0 {
-        // A streaming client always gets its stream, even for an empty reply.
-        ctx.emit(Response::ChatChunk(ChatChunk::text(String::new())));
-    }
-    let first = generations
-        .first()
-        .ok_or_else(|| ApiError::internal("the model generated no choice"))?;
-    log::debug!(
-        "{}: {} prompt tokens ({} reused), {} generated, {:?}",
-        resident.file.id,
-        first.prompt_tokens,
-        first.reused_tokens,
-        first.completion_tokens,
-        first.finish_reason
-    );
-    let mut choices: Vec<ChatChoice> = generations
-        .iter()
-        .zip(shapers)
-        .enumerate()
-        .map(|(index, (generation, shaper))| {
-            let (text, reasoning, tool_calls, logprobs) = shaper.into_parts();
-            let finish_reason = match generation.finish_reason {
-                FinishReason::Stop if !tool_calls.is_empty() => FinishReason::ToolCalls,
-                other => other,
-            };
-            ChatChoice {
-                index: index as u32,
-                text,
-                reasoning,
-                tool_calls,
-                logprobs,
-                finish_reason,
-            }
-        })
-        .collect();
-    let reply = choices.remove(0);
-    let completion_tokens = generations.iter().map(|g| g.completion_tokens).sum();
-    Ok(ChatComplete {
-        model: resident.file.id.clone(),
-        text: reply.text,
-        usage: Usage {
-            prompt_tokens: first.prompt_tokens,
-            completion_tokens,
-            total_tokens: first.prompt_tokens + completion_tokens,
-            cached_tokens: first.reused_tokens,
-        },
-        finish_reason: reply.finish_reason,
-        session_id: None,
-        upstream: None,
-        fallback_from: None,
-        citations: Vec::new(),
-        reasoning: reply.reasoning,
-        tool_calls: reply.tool_calls,
-        logprobs: reply.logprobs,
-        trimmed_messages: 0,
-        choices,
-    })
-}
-
-/// A request's `n`: 1 when left out; at least 1 (the model bounds it by its slots).
-fn choice_count(sampling: &Sampling) -> Result<u32, ApiError> {
-    match sampling.n {
-        None => Ok(1),
-        Some(0) => Err(ApiError::out_of_range(
-            "n",
-            0,
-            "1..=the model's parallel slots",
-        )),
-        Some(n) => Ok(n),
     }
 }
 
@@ -491,43 +351,6 @@ impl Handler {
                     request.openai_body,
                 )
                 .map(Response::ChatComplete)
-        }))
-    }
-
-    pub(super) fn tokenize(&self, request: TokenizeRequest) -> Outcome {
-        self.token_job(request.model.clone(), move |text| {
-            Ok(Response::Tokens(Tokens {
-                tokens: text.tokenize(&request.content, request.add_special)?,
-            }))
-        })
-    }
-
-    pub(super) fn detokenize(&self, request: DetokenizeRequest) -> Outcome {
-        self.token_job(request.model.clone(), move |text| {
-            Ok(Response::Text(DetokenizedText {
-                content: text.detokenize(&request.tokens)?,
-            }))
-        })
-    }
-
-    /// Tokens need only the vocabulary: with the model loaded this runs on
-    /// the I/O lane, not behind a generation on the model lane.
-    fn token_job(
-        &self,
-        model: Option<String>,
-        work: impl FnOnce(&dyn TextModel) -> Result<Response, ApiError> + Send + 'static,
-    ) -> Outcome {
-        let runner = self.chat_runner();
-        let loaded = self
-            .models
-            .resolve(ModelKind::Chat, model.as_deref())
-            .map(|file| self.models.is_loaded(&file.id))
-            .unwrap_or(false);
-        let lane = if loaded { Lane::Io } else { Lane::Model };
-        Outcome::Job(Job::new(lane, move |_| {
-            let resident = runner.model(model.as_deref())?;
-            let text = resident.text()?;
-            work(text.as_ref())
         }))
     }
 }

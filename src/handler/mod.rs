@@ -8,6 +8,7 @@
 mod backup;
 mod chat;
 mod chat_context;
+mod chat_generate;
 mod chat_output;
 mod chat_relay;
 mod downloads;
@@ -25,6 +26,7 @@ mod retrieval;
 mod system;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod upstream;
 
 use std::path::PathBuf;

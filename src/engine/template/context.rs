@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::api::chat::{ChatMessage, Tool, ToolCall};
+use crate::api::{ChatMessage, Tool, ToolCall};
 
 /// One message as a template sees it. Keys that do not apply are left out
 /// rather than set to null: templates test `'tool_calls' in message` and

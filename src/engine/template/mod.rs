@@ -29,7 +29,7 @@ use std::time::SystemTime;
 use minijinja::value::{Serde, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 
-use crate::api::chat::{ChatMessage, Tool};
+use crate::api::{ChatMessage, Tool};
 
 /// The template's name inside its environment.
 const NAME: &str = "chat_template";

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, json};
 
 use super::*;
-use crate::api::chat::{FunctionCall, ToolCall};
+use crate::api::{FunctionCall, ToolCall};
 
 /// 2026-07-26 12:34:56 UTC, the clock the fixtures were rendered with.
 const NOW_SECS: u64 = 1_785_069_296;
