@@ -18,15 +18,16 @@ const MINILM: &str = "all-minilm-l6-v2";
 /// The real MiniLM folder, or None (with a loud message) outside `make test`.
 fn real_minilm(test: &str) -> Option<PathBuf> {
     if !cfg!(feature = "onnx") {
-        eprintln!("\n*** SKIPPED {test}: built without the onnx feature ***\n");
+        crate::util::skip(test, "built without the onnx feature");
         return None;
     }
     let (Some(models), Some(_)) = (
         std::env::var_os("TABAGENT_TEST_MODELS"),
         std::env::var_os("ORT_DYLIB_PATH"),
     ) else {
-        eprintln!(
-            "\n*** SKIPPED {test}: set TABAGENT_TEST_MODELS and ORT_DYLIB_PATH (make test does) ***\n"
+        crate::util::skip(
+            test,
+            "set TABAGENT_TEST_MODELS and ORT_DYLIB_PATH (make test does)",
         );
         return None;
     };

@@ -473,8 +473,9 @@ fn delete_model_removes_files_and_folders() {
 fn a_loaded_model_is_deleted_only_with_force() {
     let Some(real) = std::env::var_os("TABAGENT_TEST_MODELS").filter(|_| cfg!(feature = "onnx"))
     else {
-        eprintln!(
-            "\n*** SKIPPED a_loaded_model_is_deleted_only_with_force: needs onnx and TABAGENT_TEST_MODELS ***\n"
+        crate::util::skip(
+            "a_loaded_model_is_deleted_only_with_force",
+            "needs onnx and TABAGENT_TEST_MODELS",
         );
         return;
     };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{HttpServer, NativeHost, TempDir, http};
+use crate::util::{EventStream, HttpServer, NativeHost, TempDir, http};
 
 /// The id of the job a reply names, from its `job_id` field.
 fn job_id(frame: &Value) -> String {
@@ -41,64 +41,11 @@ fn a_stop_must_name_its_target() {
     assert_eq!(reply["error"]["status"], 400, "{reply}");
 }
 
-/// A streamed chat on a connection of its own: the response head (with
-/// `X-Job-Id`) and a reader of its events.
-struct Stream {
-    socket: TcpStream,
-    buffered: Vec<u8>,
-}
-
-impl Stream {
-    fn open(server: &HttpServer, body: &Value) -> (Stream, String) {
-        let mut socket = TcpStream::connect(server.addr).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let body = body.to_string();
-        write!(
-            socket,
-            "POST /api/chat HTTP/1.1\r\nHost: {}\r\n{}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            server.addr,
-            crate::util::auth_line(),
-            body.len()
-        )
-        .unwrap();
-        let mut stream = Stream {
-            socket,
-            buffered: Vec::new(),
-        };
-        let head = stream.read_until(b"\r\n\r\n");
-        let job = head
-            .lines()
-            .find_map(|line| line.strip_prefix("X-Job-Id: "))
-            .unwrap_or_else(|| panic!("no X-Job-Id in {head}"))
-            .trim()
-            .to_string();
-        (stream, job)
-    }
-
-    fn read_until(&mut self, end: &[u8]) -> String {
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(at) = self.buffered.windows(end.len()).position(|w| w == end) {
-                let taken: Vec<u8> = self.buffered.drain(..at + end.len()).collect();
-                return String::from_utf8_lossy(&taken).to_string();
-            }
-            let n = self.socket.read(&mut buf).expect("the stream goes on");
-            assert!(n > 0, "the stream ended early");
-            self.buffered.extend_from_slice(&buf[..n]);
-        }
-    }
-
-    /// The next `data:` event's JSON (chunk framing lines are skipped).
-    fn next_event(&mut self) -> Value {
-        loop {
-            let event = self.read_until(b"\n\n");
-            if let Some(data) = event.split("data: ").nth(1) {
-                return serde_json::from_str(data.trim()).unwrap();
-            }
-        }
-    }
+/// A streamed chat on a connection of its own, and its job id.
+fn open_chat(server: &HttpServer, body: &Value) -> (EventStream, String) {
+    let mut stream = EventStream::send(server.addr, "/api/chat", body);
+    let job = stream.head();
+    (stream, job)
 }
 
 /// A Gemma model dir and an HTTP server whose Gemma runs on one thread.
@@ -126,7 +73,7 @@ fn gemma_only_a_job_id_stops_a_job_from_another_connection() {
     else {
         return;
     };
-    let (mut stream, job) = Stream::open(&server, &long_chat("g"));
+    let (mut stream, job) = open_chat(&server, &long_chat("g"));
     let first = stream.next_event();
     assert_eq!(first["job_id"], job, "the first chunk names the job too");
 
@@ -229,7 +176,7 @@ fn gemma_a_full_queue_answers_503_with_retry_after() {
     };
     let models = crate::inference::gemma_models(&real);
     let server = crate::inference::http_server(&models, &[("TABAGENT_QUEUE_CAPACITY", "1")]);
-    let (mut stream, job) = Stream::open(&server, &long_chat("long"));
+    let (mut stream, job) = open_chat(&server, &long_chat("long"));
     assert_eq!(stream.next_event()["response_type"], "ChatChunk");
     let refused = server.post(
         "/api/chat",

@@ -5,16 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{TempDir, command};
-
-/// Whether a test may skip for a missing tool (never under CI=true).
-fn skip(test: &str, what: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true and {what} is missing"
-    );
-    eprintln!("\n*** SKIPPED {test}: {what} ***\n");
-}
+use crate::util::{TempDir, command, skip};
 
 #[test]
 fn the_user_unit_passes_systemd_analyze_verify_and_uninstalls() {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::util::{HttpServer, NativeHost, TempDir, command, frame, http};
+use crate::util::{HttpServer, NativeHost, TempDir, command, frame, http, skip};
 
 const ORIGIN: &str = "chrome-extension://abcdefghijklmnopabcdefghijklmnop/";
 
@@ -355,7 +355,10 @@ fn a_read_only_data_dir_is_a_clear_503_until_it_is_writable() {
     let data = home.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let Some(read_only) = ReadOnly::set(&data) else {
-        eprintln!("skipped: cannot make a directory read-only here");
+        skip(
+            "a_read_only_data_dir_is_a_clear_503_until_it_is_writable",
+            "a directory made read-only (chattr +i as root, chmod otherwise)",
+        );
         return;
     };
     let server = HttpServer::start_with(TempDir::new("readonly-home"), |c| {
@@ -408,7 +411,10 @@ fn a_full_disk_is_a_clear_507_and_acknowledged_messages_stay() {
     let data = home.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let Some(disk) = SmallDisk::mount(&data, "1m") else {
-        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        skip(
+            "a_full_disk_is_a_clear_507_and_acknowledged_messages_stay",
+            "a small tmpfs mounted (root)",
+        );
         return;
     };
     let server = HttpServer::start_with(TempDir::new("fulldisk-home"), |c| {

@@ -18,6 +18,8 @@ mod inference;
 mod instruct;
 mod knowledge;
 #[cfg(feature = "llama")]
+mod lifecycle;
+#[cfg(feature = "llama")]
 mod limits;
 mod native;
 #[cfg(feature = "llama")]

@@ -5,8 +5,6 @@
 //! IndexProgress events pushed over the same channel, then the document
 //! listed and found by RagQuery with the real MiniLM.
 
-use std::io::{Read, Write};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -26,37 +24,9 @@ fn a_file_uploaded_in_parts_over_a_data_channel_is_indexed_and_found() {
     };
     let models = TempDir::new("rtc-kb-models");
     std::os::unix::fs::symlink(real.join(MINILM), models.path().join(MINILM)).unwrap();
-    let data = TempDir::new("rtc-kb");
-    let mut child = crate::util::command(data.path())
-        .args(["--mode", "all", "--bind", "127.0.0.1:0"])
-        .env("TABAGENT_WEBRTC_HOSTS", "127.0.0.1")
-        .env("TABAGENT_MODELS_DIR", models.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut signal = |message: Value| -> Value {
-        stdin
-            .write_all(&crate::util::frame(message.to_string().as_bytes()))
-            .unwrap();
-        stdin.flush().unwrap();
-        let mut header = [0u8; 4];
-        stdout.read_exact(&mut header).unwrap();
-        let mut body = vec![0u8; u32::from_ne_bytes(header) as usize];
-        stdout.read_exact(&mut body).unwrap();
-        serde_json::from_slice(&body).unwrap()
-    };
-    let (mut client, sdp) = Client::offer();
-    let reply = signal(json!({"id": "o", "request_type": "CreateWebRtcOffer", "sdp": sdp}));
-    assert_eq!(reply["response_type"], "WebRtcSignal", "{reply}");
-    client.accept(
-        reply["session_id"].as_str().unwrap(),
-        reply["sdp"].as_str().unwrap(),
-    );
-    client.wait_open(Duration::from_secs(10));
+    let (_host, mut client) = super::signaling::host_and_channel(TempDir::new("rtc-kb"), |c| {
+        c.env("TABAGENT_MODELS_DIR", models.path());
+    });
 
     let subscribed = client.recv_after_send(
         json!({"id": "sub", "request_type": "Subscribe", "events": ["IndexProgress"]}),
@@ -142,8 +112,6 @@ fn a_file_uploaded_in_parts_over_a_data_channel_is_indexed_and_found() {
             .any(|h| h["text"].as_str().unwrap().contains("quince tree")),
         "{found}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// The final reply of `message`; pushed events meanwhile go to `events`.

@@ -7,131 +7,19 @@ pub mod browser;
 pub mod client;
 mod history;
 mod knowledge;
+mod server;
+pub mod signaling;
 mod slow_peer;
 
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tabagent::api::ServerEvent;
-use tabagent::config::{Config, Layer};
-use tabagent::event_loop::{EventLoop, LoopHandle, LoopMessage};
-use tabagent::handler::{Handler, HandlerConfig};
-use tabagent::jobs::JobLimits;
-use tabagent::outbox::OutboxLimits;
-use tabagent::transport::http::{HttpConfig, HttpLimits, HttpServer};
-use tabagent::transport::rtc::RtcSettings;
 
 use self::client::{Client, http_json, post};
+pub use self::server::TestServer;
 use crate::util::TempDir;
-
-/// tabagent in this process: the event loop on a thread, HTTP beside it.
-pub struct TestServer {
-    pub http: SocketAddr,
-    pub udp: Vec<SocketAddr>,
-    pub handler: Arc<Handler>,
-    handle: LoopHandle,
-    thread: Option<JoinHandle<()>>,
-    http_server: Option<HttpServer>,
-    #[allow(dead_code)] // read by the llama test only
-    pub data: TempDir,
-}
-
-impl TestServer {
-    pub fn start() -> TestServer {
-        TestServer::with(|_| {})
-    }
-
-    pub fn with(configure: impl FnOnce(&mut RtcSettings)) -> TestServer {
-        let data = TempDir::new("rtc");
-        let handler = Arc::new(
-            Handler::new(
-                HandlerConfig {
-                    data_dir: data.path().to_path_buf(),
-                    models_dir: data.path().join("models"),
-                    limits: JobLimits {
-                        model_threads: 1,
-                        generate_threads: 4,
-                        io_threads: 2,
-                        queue_capacity: 64,
-                    },
-                    memory_budget: 0,
-                    keep_alive: Duration::ZERO,
-                    low_memory_bytes: 0,
-                    parallel: 0,
-                    context_shift: false,
-                    pull: tabagent::fetch::PullPolicy::default(),
-                },
-                Instant::now(),
-            )
-            .unwrap(),
-        );
-        let mut settings = RtcSettings::loopback();
-        configure(&mut settings);
-        let mut event_loop =
-            EventLoop::new(Arc::clone(&handler), false, false, OutboxLimits::default()).unwrap();
-        let udp = event_loop.start_webrtc(settings).unwrap();
-        let handle = event_loop.handle();
-        let http_server = HttpServer::start(
-            HttpConfig {
-                bind: "127.0.0.1:0".parse().unwrap(),
-                tls: None,
-                cors_origins: Vec::new(),
-                // In-process, on loopback: no key and no rate limits (the
-                // binary's defaults are tested in tests/trust.rs).
-                key: None,
-                data_dir: std::path::PathBuf::new(),
-                allowed_hosts: Vec::new(),
-                max_body_bytes: 16 << 20,
-                workers: 2,
-                outbox: OutboxLimits::default(),
-                limits: HttpLimits::from_config(&Config::from_layers(
-                    Layer::default(),
-                    Layer::default(),
-                    Layer::default(),
-                    None,
-                    None,
-                )),
-            },
-            Arc::clone(&handler),
-        )
-        .unwrap();
-        let thread = std::thread::spawn(move || {
-            event_loop.run(|| {}).unwrap();
-        });
-        TestServer {
-            http: http_server.address(),
-            udp,
-            handler,
-            handle,
-            thread: Some(thread),
-            http_server: Some(http_server),
-            data,
-        }
-    }
-
-    pub fn get(&self, path: &str) -> Value {
-        http_json(self.http, "GET", path, None)
-    }
-
-    pub fn session(&self, id: &str) -> Value {
-        self.get(&format!("/v1/webrtc/session/{id}"))
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.handle.send(LoopMessage::Shutdown);
-        if let Some(http) = self.http_server.take() {
-            http.stop();
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 fn health(id: impl Into<Value>) -> Value {
     json!({"id": id.into(), "request_type": "Health"})
@@ -501,117 +389,6 @@ fn a_hundred_sessions_at_once() {
 }
 
 #[test]
-fn tabagent_can_offer_and_rpc_carries_signaling() {
-    let server = TestServer::start();
-    let offer = post(
-        server.http,
-        "/v1/rpc",
-        &json!({"id": 1, "request_type": "CreateWebRtcOffer"}),
-    );
-    assert_eq!(
-        (offer["response_type"].clone(), offer["type"].clone()),
-        (json!("WebRtcSignal"), json!("offer")),
-        "{offer}"
-    );
-    let session_id = offer["session_id"].as_str().unwrap().to_string();
-
-    // The client answers tabagent's offer (as a browser's setRemoteDescription would).
-    client::init_crypto();
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let local = socket.local_addr().unwrap();
-    let mut rtc = str0m::Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(str0m::Candidate::host(local, "udp").unwrap());
-    let sdp = str0m::change::SdpOffer::from_sdp_string(offer["sdp"].as_str().unwrap()).unwrap();
-    let answer = rtc.sdp_api().accept_offer(sdp).unwrap();
-    let reply = post(
-        server.http,
-        "/v1/webrtc/answer",
-        &json!({"session_id": session_id, "sdp": answer.to_sdp_string()}),
-    );
-    assert_eq!(reply["response_type"], "WebRtcSession", "{reply}");
-    let again = post(
-        server.http,
-        "/v1/webrtc/answer",
-        &json!({"session_id": session_id, "sdp": answer.to_sdp_string()}),
-    );
-    assert_eq!(again["http_status"], 409, "{again}");
-    let mut client = Client::adopt(rtc, socket, &session_id);
-    client.wait_open(Duration::from_secs(10));
-    assert_eq!(client.call(health("x"))["response_type"], "Health");
-
-    let ice = post(
-        server.http,
-        "/v1/webrtc/ice",
-        &json!({"session_id": session_id, "candidate": ""}),
-    );
-    assert_eq!(ice["state"], "connected", "{ice}");
-    let closed = http_json(
-        server.http,
-        "DELETE",
-        &format!("/v1/webrtc/session/{session_id}"),
-        None,
-    );
-    assert_eq!(closed["session_id"], session_id.as_str());
-    assert_eq!(server.session(&session_id)["http_status"], 404);
-}
-
-#[test]
-fn native_messaging_signals_for_the_real_binary() {
-    use std::io::{Read, Write};
-    use std::process::Stdio;
-    let data = TempDir::new("rtc-native");
-    let mut child = crate::util::command(data.path())
-        .args(["--mode", "all", "--bind", "127.0.0.1:0"])
-        .env("TABAGENT_WEBRTC_HOSTS", "127.0.0.1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut request = |message: Value| -> Value {
-        stdin
-            .write_all(&crate::util::frame(message.to_string().as_bytes()))
-            .unwrap();
-        stdin.flush().unwrap();
-        let mut header = [0u8; 4];
-        stdout.read_exact(&mut header).unwrap();
-        let mut body = vec![0u8; u32::from_ne_bytes(header) as usize];
-        stdout.read_exact(&mut body).unwrap();
-        serde_json::from_slice(&body).unwrap()
-    };
-    let (mut client, sdp) = Client::offer();
-    let reply = request(json!({"id": "o", "request_type": "CreateWebRtcOffer", "sdp": sdp}));
-    assert_eq!(reply["response_type"], "WebRtcSignal", "{reply}");
-    client.accept(
-        reply["session_id"].as_str().unwrap(),
-        reply["sdp"].as_str().unwrap(),
-    );
-    client.wait_open(Duration::from_secs(10));
-    let health = client.call(health(5));
-    assert!(
-        health["features"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("webrtc")),
-        "{health}"
-    );
-    let session = request(
-        json!({"id": "g", "request_type": "GetWebRtcSession", "session_id": client.session_id}),
-    );
-    assert_eq!(session["state"], "connected", "{session}");
-    // The key is handed over native messaging, never over a data channel.
-    let key = request(json!({"id": "k", "request_type": "GetApiKey"}));
-    assert_eq!(key["api_key"], crate::util::TEST_KEY, "{key}");
-    let refused = client.call(json!({"id": "k", "request_type": "GetApiKey"}));
-    assert_eq!(refused["error"]["status"], 403, "{refused}");
-    assert!(!refused.to_string().contains(crate::util::TEST_KEY));
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-#[test]
 fn http_event_stream_carries_server_push() {
     use std::io::{Read, Write};
     let server = TestServer::start();
@@ -713,14 +490,14 @@ fn streamed_chat_over_the_data_channel() {
 
 /// Headless Chromium (Debian's `chromium`) through tests/browser/run.sh, in a
 /// network namespace with loopback only. Skipped, saying why, when the
-/// browser, node or namespaces are missing.
+/// browser, node or namespaces are missing (a failure under CI=true).
 #[test]
 fn chromium_reaches_tabagent_over_a_data_channel() {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_tabagent"));
     let run = match browser::run_page(binary) {
         Ok(run) => run,
         Err(why) => {
-            eprintln!("skipped: {why}");
+            crate::util::skip("chromium_reaches_tabagent_over_a_data_channel", &why);
             return;
         }
     };
