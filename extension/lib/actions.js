@@ -6,10 +6,20 @@
 
 /** chrome.storage.local key of the user's templates ("Title | prompt" lines). */
 export const TEMPLATES_KEY = 'promptTemplates';
-/** chrome.storage.session key of the action the side panel should run next. */
-export const PENDING_ACTION_KEY = 'pendingAction';
+/** chrome.storage.session keys of the action a side panel should run next start with this. */
+const PENDING_ACTION_PREFIX = 'pendingAction:';
 /** The keyboard command that opens the panel with the page as context. */
 export const ASK_PAGE_COMMAND = 'ask-page';
+/**
+ * The chrome.storage.session key of the action the side panel of one window
+ * should run next. Each window has its own, so a click in one window is run
+ * by that window's panel alone, never by a panel open in another.
+ * @param {number} windowId
+ */
+export function pendingActionKey(windowId) {
+  return `${PENDING_ACTION_PREFIX}${windowId}`;
+}
+
 /** Menu item ids of user templates start with this. */
 const USER_PREFIX = 'user-';
 

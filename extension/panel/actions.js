@@ -1,9 +1,9 @@
-// Runs the action the service worker left for the side panel (a context
-// menu prompt on the selection, or the keyboard command's "this page"):
-// when the panel opens, and whenever a new one arrives while it is open.
-// The answer streams into the conversation like any other turn.
+// Runs the action the service worker left for this window's side panel (a
+// context menu prompt on the selection, or the keyboard command's "this
+// page"): when the panel opens, and whenever a new one arrives while it is
+// open. The answer streams into the conversation like any other turn.
 
-import { PENDING_ACTION_KEY } from '../lib/actions.js';
+import { pendingActionKey } from '../lib/actions.js';
 import { askAboutPage, onSend } from './conversation.js';
 import { state } from './context.js';
 import { ui } from './ui.js';
@@ -11,12 +11,13 @@ import { ui } from './ui.js';
 /** Actions older than this are stale (the panel was not opened for them). */
 const MAX_AGE_MS = 60_000;
 
-async function runPending() {
+/** @param {string} key this window's pending action */
+async function runPending(key) {
   if (state.busy) return; // the current turn ends first; the action waits in storage
   /** @type {any} */
-  const stored = (await chrome.storage.session.get(PENDING_ACTION_KEY))[PENDING_ACTION_KEY];
+  const stored = (await chrome.storage.session.get(key))[key];
   if (!stored || typeof stored !== 'object') return;
-  await chrome.storage.session.remove(PENDING_ACTION_KEY);
+  await chrome.storage.session.remove(key);
   if (Date.now() - Number(stored.at) > MAX_AGE_MS) return;
   if (stored.kind === 'page') {
     await askAboutPage();
@@ -26,10 +27,13 @@ async function runPending() {
   }
 }
 
-/** Start watching for actions. */
-export function watchActions() {
+/** Start watching for this window's actions. */
+export async function watchActions() {
+  const { id } = await chrome.windows.getCurrent();
+  if (id === undefined) return;
+  const key = pendingActionKey(id);
   chrome.storage.session.onChanged.addListener((changes) => {
-    if (changes[PENDING_ACTION_KEY]?.newValue) runPending();
+    if (changes[key]?.newValue) runPending(key);
   });
-  return runPending();
+  return runPending(key);
 }

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { BUILTIN_ACTIONS, PENDING_ACTION_KEY, actionPrompt, fillTemplate, parseTemplates } from '../lib/actions.js';
+import { BUILTIN_ACTIONS, actionPrompt, fillTemplate, parseTemplates, pendingActionKey } from '../lib/actions.js';
 import { buildMenus, runCommand, runMenuAction } from '../lib/menus.js';
 
 test('templates fill their variables; without a selection the page stands in', () => {
@@ -38,6 +38,7 @@ function fakeChrome() {
       session: { set: async (/** @type {Record<string, any>} */ v) => { calls.push(['session.set']); Object.assign(session, v); } },
     },
     sidePanel: { open: async (/** @type {any} */ o) => { calls.push(['open', o.tabId]); } },
+    windows: { getLastFocused: async () => ({ id: 9 }) },
     contextMenus: {
       removeAll: async () => calls.push(['removeAll']),
       create: (/** @type {any} */ item) => calls.push(['create', item.id, item.parentId ?? null, item.contexts.join()]),
@@ -53,15 +54,26 @@ test('the menu has the built-in actions and the user templates, on selections an
   assert.ok(calls.slice(1).every((c) => c[3] === 'selection,page'));
 });
 
-test('a click opens the panel first (user gesture), then leaves the prompt; the command asks about the page', async () => {
+test('a click opens the panel first (user gesture), then leaves the prompt for its window; the command asks about the page', async () => {
   const { api, session, calls } = fakeChrome();
-  const pending = await runMenuAction(api, { menuItemId: 'summarize', selectionText: 'The sea is big.' }, { id: 4, title: 'Sea', url: 'https://sea/' });
+  const pending = await runMenuAction(api, { menuItemId: 'summarize', selectionText: 'The sea is big.' }, { id: 4, windowId: 1, title: 'Sea', url: 'https://sea/' });
   assert.deepEqual(calls[0], ['open', 4]);
-  assert.equal(session[PENDING_ACTION_KEY].prompt, 'Summarize this text in a few sentences:\n\nThe sea is big.');
+  assert.equal(session[pendingActionKey(1)].prompt, 'Summarize this text in a few sentences:\n\nThe sea is big.');
   assert.equal(pending?.kind, 'prompt');
-  await runMenuAction(api, { menuItemId: 'user-0', selectionText: 'x' }, { id: 4 });
-  assert.equal(session[PENDING_ACTION_KEY].prompt, 'Do x');
-  await runCommand(api, 'ask-page', { id: 5 });
-  assert.equal(session[PENDING_ACTION_KEY].kind, 'page');
+  await runMenuAction(api, { menuItemId: 'user-0', selectionText: 'x' }, { id: 4, windowId: 1 });
+  assert.equal(session[pendingActionKey(1)].prompt, 'Do x');
+  await runCommand(api, 'ask-page', { id: 5, windowId: 1 });
+  assert.equal(session[pendingActionKey(1)].kind, 'page');
   assert.deepEqual(calls.filter((c) => c[0] === 'open').map((c) => c[1]), [4, 4, 5]);
+});
+
+test("each window's panel gets its own pending action; with no tab, the last focused window's", async () => {
+  const { api, session } = fakeChrome();
+  await runMenuAction(api, { menuItemId: 'summarize', selectionText: 'one' }, { id: 4, windowId: 1 });
+  await runMenuAction(api, { menuItemId: 'explain', selectionText: 'two' }, { id: 7, windowId: 2 });
+  assert.match(session[pendingActionKey(1)].prompt, /one$/);
+  assert.match(session[pendingActionKey(2)].prompt, /two$/);
+  await runCommand(api, 'ask-page', undefined);
+  assert.equal(session[pendingActionKey(9)].kind, 'page');
+  assert.notEqual(pendingActionKey(1), pendingActionKey(2));
 });

@@ -45,10 +45,12 @@ export async function actionSteps({ check, open, cdp, findWorker, hook, extensio
       }).observe(document.getElementById('messages'), { subtree: true, childList: true, characterData: true }));`;
     const panel = await open(`chrome-extension://${extensionId}/sidepanel.html`, 420, 760, watch);
     await panel.waitFor(`[...document.getElementById('model-select').options].some(o => o.value === ${JSON.stringify(model)})`, 30_000);
+    // the click's tab is in the panel's window: each window's panel runs only its own actions
+    const windowId = await panel.evaluate(`chrome.windows.getCurrent().then(w => w.id)`);
     const pending = await inWorker(
       cdp,
       worker.targetId,
-      `tabagentMenuAction({menuItemId: 'summarize', selectionText: ${JSON.stringify(selection)}}, {title: 'Oceans', url: 'http://127.0.0.1/oceans'})`,
+      `tabagentMenuAction({menuItemId: 'summarize', selectionText: ${JSON.stringify(selection)}}, {windowId: ${Number(windowId)}, title: 'Oceans', url: 'http://127.0.0.1/oceans'})`,
     );
     assert(pending?.kind === 'prompt' && pending.prompt.includes(selection), `pending action: ${JSON.stringify(pending)}`);
     await panel.waitFor(`document.querySelector('.msg.user') !== null`, 30_000).catch(async (e) => {
