@@ -4,7 +4,8 @@
 //! the real SmolLM2 citing the PDF's page, the PDF deleted and gone from the
 //! answers; and over HTTP, a backup streamed in parts, the history deleted,
 //! the backup uploaded in parts and restored to the same sessions and
-//! messages, a bad backup refused whole.
+//! messages, a bad backup refused whole; and a backup's documents restored
+//! into a new install, found there by meaning.
 //!
 //! The test PDF is made here (`tabagent::extract::minimal_pdf`: one line of
 //! Helvetica text a page, a valid xref), so no fixture file is needed.
@@ -415,4 +416,61 @@ fn backup_then_restore_round_trips_history_and_a_bad_file_changes_nothing() {
     assert_eq!(params["temperature"], 0.25);
     let listed = server.get("/api/sessions").ok_json();
     assert_eq!(listed["sessions"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_backup_carries_documents_so_a_new_install_finds_them_after_a_restore() {
+    let test = "a_backup_carries_documents_so_a_new_install_finds_them_after_a_restore";
+    let Some(real) = real_models(test) else {
+        return;
+    };
+    let with_models = |c: &mut std::process::Command| {
+        c.arg("--models-dir").arg(&real);
+    };
+    let old = HttpServer::start_with(TempDir::new("old-install"), with_models);
+    let pages = [
+        (
+            "https://example.com/cats",
+            "Cats are small mammals that people keep as pets. \
+          A cat sleeps for most of the day and purrs when it is content.",
+        ),
+        (
+            "https://example.com/bread",
+            "To bake bread, mix flour, water, salt and yeast. \
+          Knead the dough, let it rise, and bake it in a hot oven.",
+        ),
+    ];
+    for (url, text) in pages {
+        old.post(
+            "/api/collections/web/documents",
+            &json!({"text": text, "url": url}),
+        )
+        .ok_json();
+    }
+    let (backup, _) = receive_file(&sse(&old.get("/api/backup")));
+    drop(old);
+
+    let new = HttpServer::start_with(TempDir::new("new-install"), with_models);
+    let restored = upload_restore(&new, &backup);
+    assert_eq!(restored["response_type"], "Restored", "{restored}");
+    assert_eq!(restored["collections_created"], 1, "{restored}");
+    assert_eq!(restored["documents"], 2, "{restored}");
+    let listed = new.get("/api/collections").ok_json();
+    assert_eq!(listed["collections"][0]["model"], MINILM, "{listed}");
+    assert_eq!(listed["collections"][0]["documents"], 2, "{listed}");
+    // A paraphrase finds the page: the restored vectors are MiniLM's own.
+    let found = new
+        .post(
+            "/api/collections/web/query",
+            &json!({"query": "Which animal likes to nap and makes a humming sound?", "top_k": 1}),
+        )
+        .ok_json();
+    assert_eq!(
+        found["hits"][0]["url"], "https://example.com/cats",
+        "{found}"
+    );
+    // Restored again, the documents replace themselves: still two.
+    assert_eq!(upload_restore(&new, &backup)["documents"], 2);
+    let listed = new.get("/api/collections").ok_json();
+    assert_eq!(listed["collections"][0]["documents"], 2, "{listed}");
 }

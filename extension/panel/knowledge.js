@@ -234,10 +234,11 @@ async function restore() {
   const file = restoreInput.files?.[0];
   restoreInput.value = '';
   if (!file) return;
-  if (!confirm(`Restore ${file.name}? Chats in it replace the chats with the same id; everything else stays.`)) return;
+  if (!confirm(`Restore ${file.name}? Chats and documents in it replace the ones with the same id or URL; everything else stays.`)) return;
   try {
     const done = await restoreBackup(client, file, { chunkSize: chunkSizeFor(state.upstream?.transport) });
-    notice(`Restored ${done.sessions} chats (${done.messages} messages)${done.settings ? ' and the settings' : ''}.`);
+    const documents = done.documents ? `, ${done.documents} documents` : '';
+    notice(`Restored ${done.sessions} chats (${done.messages} messages)${documents}${done.settings ? ' and the settings' : ''}.`);
     refreshCollections();
   } catch (e) {
     notice(`restore: ${errorText(e)} (nothing was changed)`);

@@ -196,8 +196,11 @@ pub struct Restored {
     pub sessions: u64,
     /// Messages written.
     pub messages: u64,
-    /// Collections created (the ones that existed are kept as they are).
+    /// Collections created (the ones that existed keep their documents).
     pub collections_created: u64,
+    /// Documents written, with their chunks and vectors (each replaced the
+    /// collection's document of the same URL).
+    pub documents: u64,
     /// Whether the generation defaults were restored.
     pub settings: bool,
 }

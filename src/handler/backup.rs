@@ -1,8 +1,9 @@
 //! Backup, ExportSession and Restore.
 //!
 //! Backup and ExportSession make a file (the whole history, the collections
-//! list and the generation defaults as one JSON document; one chat as
-//! Markdown or JSON) and send it as `FilePart` chunks of at most 512 KiB
+//! with their documents and vectors, and the generation defaults as one JSON
+//! document; one chat as Markdown or JSON) and send it as `FilePart` chunks
+//! of at most 512 KiB
 //! (683 KiB in base64: a native messaging reply stays under 1 MiB), then a
 //! `FileComplete` with the size and sha256 of the whole. Restore takes a
 //! finished `restore` upload, checks the file whole (format, version, every
@@ -128,14 +129,15 @@ impl Handler {
                 }
                 None => None,
             };
-            let (sessions, messages, collections_created) = slot.get()?.restore(file)?;
+            let counts = slot.get()?.restore(file)?;
             if let Some(settings) = &settings {
                 params.replace(settings.clone())?;
             }
             Ok(Response::Restored(Restored {
-                sessions,
-                messages,
-                collections_created,
+                sessions: counts.sessions,
+                messages: counts.messages,
+                collections_created: counts.collections_created,
+                documents: counts.documents,
                 settings: settings.is_some(),
             }))
         }))

@@ -1,10 +1,10 @@
-//! Backups and exports: the whole history and the collections list read out
-//! as one value, a session read out for export, and a backup written back.
+//! Backups and exports: the whole history and the knowledge base read out as
+//! one value, a session read out for export, and a backup written back.
 //!
 //! A restore is one writer task, so one transaction (a savepoint of the
 //! writer's batch): every session in the file replaces the stored session of
-//! the same id, messages keep their times, and collections missing here are
-//! created empty (documents are not in a backup: re-upload them). Any
+//! the same id, messages keep their times, and the collections come back
+//! with their documents and vectors ([`super::backup_documents`]). Any
 //! failure rolls the whole task back; nothing is half written. The file is
 //! checked whole before the task is queued ([`BackupFile::check`]).
 
@@ -12,14 +12,17 @@ use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::StoreError;
-use super::documents::{check_name, find_collection};
+use super::backup_documents::{
+    CollectionDump, RestoredCollections, check_collections, dump_collections, restore_collections,
+};
 use super::history::{ROLES, check_session_id, parse_metadata};
+use super::{Store, StoreError};
 
 /// The `format` of a backup file.
 pub const FORMAT: &str = "tabagent-backup";
-/// The version this tabagent writes and reads.
-pub const VERSION: u32 = 1;
+/// The version this tabagent writes. It also reads version 1, whose
+/// collections list their documents' titles only (nothing to restore).
+pub const VERSION: u32 = 2;
 
 /// A backup file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,29 +37,12 @@ pub struct BackupFile {
     /// The generation defaults (GetParams), if saved.
     #[serde(default)]
     pub settings: Option<Value>,
-    /// The collections (names and models, not their documents).
+    /// The collections with their documents, chunks and vectors.
     #[serde(default)]
     pub collections: Vec<CollectionDump>,
     /// Every session with its messages.
     #[serde(default)]
     pub sessions: Vec<SessionDump>,
-}
-
-/// A collection in a backup.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CollectionDump {
-    /// Its name.
-    pub name: String,
-    /// The embedding model of its vectors.
-    #[serde(default)]
-    pub model: Option<String>,
-    /// Its vectors' length.
-    #[serde(default)]
-    pub dimensions: Option<u32>,
-    /// Its documents' titles, for the user to see what to upload again.
-    #[serde(default)]
-    pub documents: Vec<String>,
 }
 
 /// A session in a backup or an export.
@@ -96,22 +82,29 @@ pub struct MessageDump {
 
 impl BackupFile {
     /// Reads and checks a backup file whole: its format and version, every
-    /// session id, role and collection name, no session twice.
+    /// session id and role, no session twice, and every collection with its
+    /// documents and vectors.
     pub fn check(bytes: &[u8]) -> Result<BackupFile, StoreError> {
-        let file: BackupFile = serde_json::from_slice(bytes)
-            .map_err(|e| StoreError::Invalid(format!("not a tabagent backup: {e}")))?;
-        if file.format != FORMAT {
+        let not_a_backup =
+            |e: serde_json::Error| StoreError::Invalid(format!("not a tabagent backup: {e}"));
+        let mut value: Value = serde_json::from_slice(bytes).map_err(not_a_backup)?;
+        if value["format"] != FORMAT {
             return Err(StoreError::Invalid(format!(
-                "not a tabagent backup (format {:?})",
-                file.format
+                "not a tabagent backup (format {})",
+                value["format"]
             )));
         }
-        if file.version != VERSION {
-            return Err(StoreError::Invalid(format!(
-                "backup version {} is not {VERSION}, the one this tabagent reads",
-                file.version
-            )));
+        match value["version"].as_u64() {
+            Some(1) => forget_document_titles(&mut value),
+            Some(v) if v == u64::from(VERSION) => {}
+            _ => {
+                return Err(StoreError::Invalid(format!(
+                    "backup version {} is not 1 or {VERSION}, the ones this tabagent reads",
+                    value["version"]
+                )));
+            }
         }
+        let file: BackupFile = serde_json::from_value(value).map_err(not_a_backup)?;
         let mut seen = std::collections::HashSet::new();
         for session in &file.sessions {
             check_session_id(&session.session_id)?;
@@ -132,9 +125,7 @@ impl BackupFile {
                 )));
             }
         }
-        for collection in &file.collections {
-            check_name(&collection.name)?;
-        }
+        check_collections(&file.collections)?;
         Ok(file)
     }
 
@@ -144,8 +135,50 @@ impl BackupFile {
     }
 }
 
+impl Store {
+    /// Every session with its messages and every collection with its
+    /// documents, read in one transaction (a consistent snapshot);
+    /// `settings` is the caller's.
+    pub fn backup(&self, settings: Option<Value>, now_ms: i64) -> Result<BackupFile, StoreError> {
+        self.read(move |c| {
+            let tx = c.unchecked_transaction()?;
+            let file = BackupFile {
+                format: FORMAT.into(),
+                version: VERSION,
+                created_at: now_ms,
+                settings,
+                collections: dump_collections(&tx)?,
+                sessions: dump_sessions(&tx)?,
+            };
+            tx.finish()?;
+            Ok(file)
+        })
+    }
+
+    /// One session with its messages, for export.
+    pub fn session_dump(&self, session_id: &str) -> Result<SessionDump, StoreError> {
+        let key = session_id.to_string();
+        self.read(move |c| dump_session(c, &key))
+    }
+
+    /// Writes a checked backup in one transaction.
+    pub fn restore(&self, file: BackupFile) -> Result<RestoreCounts, StoreError> {
+        self.write(move |tx, now| restore(tx, &file, now))
+    }
+}
+
+/// A version 1 file lists each collection's document titles, for the user to
+/// upload again; this version reads documents whole, so the titles go.
+fn forget_document_titles(file: &mut Value) {
+    if let Some(collections) = file["collections"].as_array_mut() {
+        for collection in collections.iter_mut().filter_map(Value::as_object_mut) {
+            collection.remove("documents");
+        }
+    }
+}
+
 /// Every session, oldest first, with its messages.
-pub(crate) fn dump_sessions(connection: &Connection) -> Result<Vec<SessionDump>, StoreError> {
+fn dump_sessions(connection: &Connection) -> Result<Vec<SessionDump>, StoreError> {
     let mut sessions: Vec<(i64, SessionDump)> = connection
         .prepare_cached(
             "SELECT id, key, title, created_at, updated_at, settings FROM sessions ORDER BY id",
@@ -171,7 +204,7 @@ pub(crate) fn dump_sessions(connection: &Connection) -> Result<Vec<SessionDump>,
 }
 
 /// One session, for export.
-pub(crate) fn dump_session(connection: &Connection, key: &str) -> Result<SessionDump, StoreError> {
+fn dump_session(connection: &Connection, key: &str) -> Result<SessionDump, StoreError> {
     check_session_id(key)?;
     let row = connection
         .prepare_cached(
@@ -219,42 +252,25 @@ fn messages_of(connection: &Connection, session: i64) -> Result<Vec<MessageDump>
         .collect::<Result<_, _>>()?)
 }
 
-/// Every collection with its documents' titles.
-pub(crate) fn dump_collections(connection: &Connection) -> Result<Vec<CollectionDump>, StoreError> {
-    let mut collections: Vec<(i64, CollectionDump)> = connection
-        .prepare_cached("SELECT id, name, model, dimensions FROM collections ORDER BY name")?
-        .query_map([], |row| {
-            Ok((
-                row.get(0)?,
-                CollectionDump {
-                    name: row.get(1)?,
-                    model: row.get(2)?,
-                    dimensions: row
-                        .get::<_, Option<i64>>(3)?
-                        .and_then(|d| u32::try_from(d).ok()),
-                    documents: Vec::new(),
-                },
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    for (id, collection) in &mut collections {
-        collection.documents = connection
-            .prepare_cached(
-                "SELECT coalesce(title, url, '') FROM documents WHERE collection_id = ?1 ORDER BY id",
-            )?
-            .query_map([*id], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-    }
-    Ok(collections.into_iter().map(|(_, c)| c).collect())
+/// What a restore wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreCounts {
+    /// Sessions written (each replaced the session of the same id).
+    pub sessions: u64,
+    /// Messages written.
+    pub messages: u64,
+    /// Collections created.
+    pub collections_created: u64,
+    /// Documents written, with their chunks and vectors.
+    pub documents: u64,
 }
 
 /// Writes a checked backup (one transaction: the caller's writer task).
-/// Returns (sessions, messages, collections created).
-pub(crate) fn restore(
+fn restore(
     connection: &Connection,
     file: &BackupFile,
     now_ms: i64,
-) -> Result<(u64, u64, u64), StoreError> {
+) -> Result<RestoreCounts, StoreError> {
     let mut messages = 0u64;
     for session in &file.sessions {
         connection
@@ -300,17 +316,12 @@ pub(crate) fn restore(
             messages += 1;
         }
     }
-    let mut created = 0u64;
-    for collection in &file.collections {
-        if find_collection(connection, &collection.name)?.is_some() {
-            continue;
-        }
-        connection
-            .prepare_cached(
-                "INSERT INTO collections (name, model, dimensions, created_at) VALUES (?1, NULL, NULL, ?2)",
-            )?
-            .execute(params![collection.name, now_ms])?;
-        created += 1;
-    }
-    Ok((file.sessions.len() as u64, messages, created))
+    let RestoredCollections { created, documents } =
+        restore_collections(connection, &file.collections, now_ms)?;
+    Ok(RestoreCounts {
+        sessions: file.sessions.len() as u64,
+        messages,
+        collections_created: created,
+        documents,
+    })
 }

@@ -192,7 +192,7 @@ pub(crate) fn insert(
     let mut collection = find_collection(connection, &document.collection)?
         .ok_or_else(|| StoreError::Sqlite("the collection vanished while being written".into()))?;
     if collection.model.is_none() {
-        // Made empty (a restored backup lists collections, not their
+        // Made empty (restored from a backup whose copy of it had no
         // documents): its first document binds it to a model.
         connection
             .prepare_cached("UPDATE collections SET model = ?1, dimensions = ?2 WHERE id = ?3")?
@@ -274,7 +274,7 @@ pub(crate) fn insert(
     Ok((reply, change))
 }
 
-fn bump(connection: &Connection, collection: i64) -> Result<i64, StoreError> {
+pub(crate) fn bump(connection: &Connection, collection: i64) -> Result<i64, StoreError> {
     Ok(connection
         .prepare_cached(
             "UPDATE collections SET version = version + 1 WHERE id = ?1 RETURNING version",

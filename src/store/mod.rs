@@ -38,9 +38,11 @@
 //! tries again on the next request, so freeing the disk needs no restart.
 
 mod backup;
+mod backup_documents;
 mod chunking;
 mod db;
 mod documents;
+mod error;
 mod group_commit;
 mod history;
 mod history_search;
@@ -48,7 +50,6 @@ mod responses;
 mod search;
 mod vectors;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -60,116 +61,19 @@ use crate::api::{
     RagResults, SaveMessageRequest, SearchHistoryRequest, SessionList, SessionSettings,
     SessionTruncated, StoredMessage, TruncateSessionRequest,
 };
-use crate::error::ApiError;
 use crate::jobs::lock;
 
-pub use backup::{BackupFile, CollectionDump, MessageDump, SessionDump};
+pub use backup::{BackupFile, MessageDump, RestoreCounts, SessionDump};
+pub use backup_documents::{ChunkDump, CollectionDump, DocumentDump};
 pub use chunking::{ChunkConfig, chunk_text};
 pub use db::{DB_FILE, SCHEMA_VERSION};
 pub use documents::ChunkedDocument;
+pub use error::StoreError;
 use group_commit::{Task, Writer};
 pub use history_search::{DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT, MAX_SETTINGS_BYTES};
 pub use responses::Conversation;
 pub use search::SearchQuery;
 pub use vectors::VectorIndex;
-
-/// What can go wrong in the store.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The database file was written by a newer tabagent than this one.
-    TooNew {
-        /// The file.
-        path: PathBuf,
-        /// Its schema version.
-        found: i64,
-    },
-    /// The database cannot be opened or created (read-only or missing dir, not a database).
-    Open {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// The disk (or the size limit of the database) is full.
-    Full(String),
-    /// The data dir or the database file is read-only.
-    ReadOnly(String),
-    /// Another process held the write lock longer than the busy timeout.
-    Busy(String),
-    /// The thing named does not exist.
-    NotFound(String),
-    /// The request conflicts with what is stored (e.g. another embedding model).
-    Conflict(String),
-    /// A value is out of range.
-    Invalid(String),
-    /// The writer thread is gone (the host is shutting down).
-    Closed,
-    /// Any other database failure.
-    Sqlite(String),
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::TooNew { path, found } => write!(
-                f,
-                "the database {} has schema version {found}, newer than this tabagent understands \
-                 ({SCHEMA_VERSION}); it was left untouched: upgrade tabagent, or move the file away",
-                path.display()
-            ),
-            StoreError::Open { path, reason } => {
-                write!(f, "cannot open the database {}: {reason}", path.display())
-            }
-            StoreError::Full(detail) => write!(f, "the disk is full: {detail}"),
-            StoreError::ReadOnly(detail) => write!(f, "the database is read-only: {detail}"),
-            StoreError::Busy(detail) => write!(f, "the database is busy: {detail}"),
-            StoreError::NotFound(detail)
-            | StoreError::Conflict(detail)
-            | StoreError::Invalid(detail) => f.write_str(detail),
-            StoreError::Closed => f.write_str("the store is shutting down"),
-            StoreError::Sqlite(detail) => write!(f, "database error: {detail}"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(error: rusqlite::Error) -> StoreError {
-        use rusqlite::ErrorCode;
-        match error.sqlite_error_code() {
-            Some(ErrorCode::DiskFull) => StoreError::Full(error.to_string()),
-            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(error.to_string()),
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-                StoreError::Busy(error.to_string())
-            }
-            _ => StoreError::Sqlite(error.to_string()),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> ApiError {
-        let detail = error.to_string();
-        match error {
-            StoreError::NotFound(_) => ApiError::not_found(detail),
-            StoreError::Conflict(_) => ApiError::conflict(detail),
-            StoreError::Invalid(_) => ApiError::invalid(detail),
-            StoreError::Busy(_) => ApiError::busy(detail, 1),
-            StoreError::Full(_) => {
-                ApiError::new(507, "storage-full", "Insufficient storage", detail)
-            }
-            StoreError::TooNew { .. }
-            | StoreError::Open { .. }
-            | StoreError::ReadOnly(_)
-            | StoreError::Closed => {
-                ApiError::new(503, "store-unavailable", "Store unavailable", detail)
-            }
-            StoreError::Sqlite(_) => ApiError::internal(detail),
-        }
-    }
-}
 
 /// Checks a collection name (1 to 256 characters).
 pub fn check_collection_name(name: &str) -> Result<(), StoreError> {
@@ -399,40 +303,6 @@ impl Store {
     pub fn list_documents(&self, collection: &str) -> Result<DocumentList, StoreError> {
         let name = collection.to_string();
         self.read(move |c| documents::list_documents(c, &name))
-    }
-
-    /// Every session with its messages and every collection, read in one
-    /// transaction (a consistent snapshot); `settings` is the caller's.
-    pub fn backup(
-        &self,
-        settings: Option<serde_json::Value>,
-        now_ms: i64,
-    ) -> Result<BackupFile, StoreError> {
-        self.read(move |c| {
-            let tx = c.unchecked_transaction()?;
-            let file = BackupFile {
-                format: backup::FORMAT.into(),
-                version: backup::VERSION,
-                created_at: now_ms,
-                settings,
-                collections: backup::dump_collections(&tx)?,
-                sessions: backup::dump_sessions(&tx)?,
-            };
-            tx.finish()?;
-            Ok(file)
-        })
-    }
-
-    /// One session with its messages, for export.
-    pub fn session_dump(&self, session_id: &str) -> Result<SessionDump, StoreError> {
-        let key = session_id.to_string();
-        self.read(move |c| backup::dump_session(c, &key))
-    }
-
-    /// Writes a checked backup in one transaction: (sessions, messages,
-    /// collections created).
-    pub fn restore(&self, file: BackupFile) -> Result<(u64, u64, u64), StoreError> {
-        self.write(move |tx, now| backup::restore(tx, &file, now))
     }
 
     /// Every collection with its counts.

@@ -9,7 +9,9 @@ use serde_json::json;
 use super::testing::{BAG_OF_WORDS, TempDir, bag_of_words};
 use super::*;
 use crate::api::{ChatHistoryRequest, ListSessionsRequest, RagQueryRequest, SaveMessageRequest};
+use crate::error::ApiError;
 
+mod backup;
 mod documents;
 mod history_search;
 

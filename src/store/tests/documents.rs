@@ -10,6 +10,7 @@ use serde_json::json;
 use super::super::testing::{BAG_OF_WORDS, TempDir};
 use super::super::*;
 use super::{add, add_as, document, query, search, store};
+use crate::error::ApiError;
 
 const FOXES: &str = "Foxes are small omnivorous mammals. They have a bushy tail and pointed ears. \
     The red fox is the largest of the true foxes. Foxes live on every continent except Antarctica.";

@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::*;
 use crate::api::{SearchHistoryRequest, SessionSettings, TruncateSessionRequest};
+use crate::error::ApiError;
 
 fn find(store: &Store, text: &str) -> HistoryResults {
     store
