@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::schema::V1_FIXTURE;
 use super::*;
 use crate::api::{SearchHistoryRequest, SessionSettings, TruncateSessionRequest};
 use crate::error::ApiError;
