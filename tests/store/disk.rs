@@ -9,7 +9,22 @@ use rusqlite::Connection;
 use serde_json::json;
 
 use super::{db_path, integrity};
-use crate::util::{HttpServer, TempDir, skip};
+use crate::util::{HttpReply, HttpServer, TempDir, skip};
+
+/// Saves a message "x" to session "s".
+fn save(server: &HttpServer) -> HttpReply {
+    server.post(
+        "/api/sessions/s/messages",
+        &json!({"role": "user", "content": "x"}),
+    )
+}
+
+/// Saves a message, which must be refused with 503; the problem's detail.
+fn refused_save(server: &HttpServer) -> String {
+    let reply = save(server);
+    reply.assert_status(503);
+    reply.json()["detail"].as_str().unwrap().to_string()
+}
 
 #[test]
 fn a_data_dir_that_cannot_be_created_is_a_clear_503_not_a_crash() {
@@ -20,12 +35,7 @@ fn a_data_dir_that_cannot_be_created_is_a_clear_503_not_a_crash() {
         c.env("TABAGENT_DATA_DIR", &data);
     });
     assert_eq!(server.get("/health").status, 200);
-    let reply = server.post(
-        "/api/sessions/s/messages",
-        &json!({"role": "user", "content": "x"}),
-    );
-    assert_eq!(reply.status, 503);
-    let detail = reply.json()["detail"].as_str().unwrap().to_string();
+    let detail = refused_save(&server);
     assert!(
         detail.contains("cannot create the data dir") && detail.contains("data"),
         "{detail}"
@@ -33,11 +43,7 @@ fn a_data_dir_that_cannot_be_created_is_a_clear_503_not_a_crash() {
     assert_eq!(server.get("/api/collections").status, 503);
     // Fixed while running: no restart needed.
     std::fs::remove_file(&data).unwrap();
-    let reply = server.post(
-        "/api/sessions/s/messages",
-        &json!({"role": "user", "content": "x"}),
-    );
-    reply.assert_status(200);
+    save(&server).assert_status(200);
 }
 
 /// Makes a directory read-only for the test: `chattr +i` when running as
@@ -98,23 +104,14 @@ fn a_read_only_data_dir_is_a_clear_503_until_it_is_writable() {
     let server = HttpServer::start_with(TempDir::new("readonly-home"), |c| {
         c.env("TABAGENT_DATA_DIR", &data);
     });
-    let reply = server.post(
-        "/api/sessions/s/messages",
-        &json!({"role": "user", "content": "x"}),
-    );
-    reply.assert_status(503);
-    let detail = reply.json()["detail"].as_str().unwrap().to_string();
+    let detail = refused_save(&server);
     assert!(
         detail.contains("tabagent.db") && detail.contains("write"),
         "{detail}"
     );
     assert_eq!(server.get("/health").status, 200);
     drop(read_only);
-    let reply = server.post(
-        "/api/sessions/s/messages",
-        &json!({"role": "user", "content": "x"}),
-    );
-    reply.assert_status(200);
+    save(&server).assert_status(200);
 }
 
 /// A small tmpfs mounted on a dir (root only), unmounted on drop.
@@ -188,12 +185,7 @@ fn a_database_from_a_newer_tabagent_is_refused_and_untouched() {
     let before = std::fs::read(&path).unwrap();
     let dir = data.path().to_path_buf();
     let server = HttpServer::start_with(data, |_| {});
-    let reply = server.post(
-        "/api/sessions/s/messages",
-        &json!({"role": "user", "content": "x"}),
-    );
-    assert_eq!(reply.status, 503);
-    let detail = reply.json()["detail"].as_str().unwrap().to_string();
+    let detail = refused_save(&server);
     assert!(
         detail.contains("42") && detail.contains("newer"),
         "{detail}"
