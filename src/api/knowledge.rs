@@ -185,7 +185,7 @@ pub struct FileComplete {
     pub sessions: u64,
     /// Messages in it.
     pub messages: u64,
-    /// Collections listed in it (Backup).
+    /// Collections in it, with their documents (Backup).
     pub collections: u64,
 }
 
