@@ -31,12 +31,9 @@ pub(crate) fn real_models(test: &str) -> Option<PathBuf> {
     match found {
         Some((dir, _)) => Some(PathBuf::from(dir)),
         None => {
-            assert!(
-                std::env::var_os("CI").is_none_or(|v| v != "true"),
-                "{test} needs TABAGENT_TEST_MODELS, ORT_DYLIB_PATH and the onnx, llama and pdf features under CI"
-            );
-            eprintln!(
-                "\n*** SKIPPED {test}: set TABAGENT_TEST_MODELS and ORT_DYLIB_PATH (make test does) ***\n"
+            crate::util::skip(
+                test,
+                "needs TABAGENT_TEST_MODELS, ORT_DYLIB_PATH (make test sets them) and the onnx, llama and pdf features",
             );
             None
         }

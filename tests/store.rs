@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::util::{HttpServer, NativeHost, TempDir, command, frame, http};
+use crate::util::{HttpServer, NativeHost, TempDir, command, frame, http, skip};
 
 const ORIGIN: &str = "chrome-extension://abcdefghijklmnopabcdefghijklmnop/";
 
@@ -318,12 +318,10 @@ fn test_models() -> Option<PathBuf> {
 #[test]
 fn retrieval_with_the_real_embedding_model() {
     let Some(models) = test_models().filter(|_| cfg!(feature = "onnx")) else {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "retrieval_with_the_real_embedding_model needs the onnx feature and TABAGENT_TEST_MODELS"
+        skip(
+            "retrieval_with_the_real_embedding_model",
+            "needs the onnx feature and TABAGENT_TEST_MODELS",
         );
-        eprintln!("skipped: needs the onnx feature and TABAGENT_TEST_MODELS");
         return;
     };
     let server = HttpServer::start_with(TempDir::new("rag"), |c| {

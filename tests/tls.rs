@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 
-use crate::util::{HttpServer, TEST_KEY, TempDir, command, parse_response, wait_exit};
+use crate::util::{HttpServer, TEST_KEY, TempDir, command, parse_response, skip, wait_exit};
 
 /// A test CA, and a certificate it signed for 127.0.0.1 and localhost.
 struct Pki {
@@ -117,16 +117,6 @@ fn pem(label: &str, der: &[u8]) -> String {
     )
 }
 
-/// Whether tests may skip for a missing tool (never under CI=true).
-fn may_skip(what: &str) -> bool {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true and {what} is missing"
-    );
-    eprintln!("\n*** SKIPPED: {what} is missing ***\n");
-    true
-}
-
 /// Reads one response with a `Content-Length` body from a kept-alive stream.
 fn read_response(stream: &mut impl Read) -> crate::util::HttpReply {
     let mut raw = Vec::new();
@@ -153,7 +143,11 @@ fn the_openai_client_talks_https_given_the_ca() {
         .args(["-c", "import openai"])
         .status()
         .is_ok_and(|s| s.success());
-    if !have_client && may_skip("the openai Python package (python3 -m pip install openai)") {
+    if !have_client {
+        skip(
+            "the_openai_client_talks_https_given_the_ca",
+            "the openai Python package (python3 -m pip install openai) is missing",
+        );
         return;
     }
     let pki = Pki::new();

@@ -23,6 +23,7 @@ use super::documents::{
     CollectionRow, MAX_DOCUMENT_BYTES, bump, check_model, check_name, find_collection,
 };
 use super::history::parse_metadata;
+use super::vectors::extend_from_blob;
 
 /// The longest vector a backup may carry, in floats.
 const MAX_DIMENSIONS: u32 = 65_536;
@@ -149,18 +150,14 @@ fn decode_vector(embedding: &str, dimensions: usize) -> Result<Vec<u8>, String> 
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(embedding)
         .map_err(|e| format!("the embedding is not base64: {e}"))?;
-    if bytes.len() != dimensions * 4 {
+    let mut floats = Vec::with_capacity(dimensions);
+    if !extend_from_blob(&bytes, dimensions, &mut floats) {
         return Err(format!(
             "the embedding has {} bytes, not {dimensions} floats",
             bytes.len()
         ));
     }
-    let finite = bytes
-        .as_chunks::<4>()
-        .0
-        .iter()
-        .all(|b| f32::from_le_bytes(*b).is_finite());
-    if !finite {
+    if !floats.iter().all(|f| f.is_finite()) {
         return Err("the embedding is not all finite numbers".into());
     }
     Ok(bytes)
