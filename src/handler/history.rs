@@ -77,7 +77,7 @@ impl Handler {
 
     pub(super) fn search_history(&self, request: SearchHistoryRequest) -> Outcome {
         // A query with no text is a malformed request (400); one whose text
-        // has no words to search for is the store's 422.
+        // has no words to search for (only punctuation) finds nothing.
         if request.query.trim().is_empty() {
             return Outcome::Reply(Response::error(ApiError::bad_request("query is empty")));
         }

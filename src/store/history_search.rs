@@ -4,7 +4,8 @@
 //!
 //! The query's words are all required, each also as a prefix (`bak` finds
 //! "baking"), and each is quoted so no character of the user's text is FTS5
-//! syntax. Messages are ranked by BM25; a session ranks by its best message
+//! syntax; a query with no words (only punctuation or symbols) matches
+//! nothing. Messages are ranked by BM25; a session ranks by its best message
 //! and shows its best few as snippets (16 tokens around the match). The
 //! index is kept by triggers on the messages table, so a message is
 //! searchable as soon as its write commits.
@@ -33,19 +34,14 @@ pub const MAX_SETTINGS_BYTES: usize = 16 * 1024;
 /// A checked SearchHistory.
 pub(crate) struct HistoryQuery {
     text: String,
-    fts: String,
+    /// The FTS5 match expression; `None` when the text has no words.
+    fts: Option<String>,
     limit: u32,
 }
 
 impl HistoryQuery {
     /// Checks the request's values; no I/O.
     pub(crate) fn check(text: &str, limit: Option<u32>) -> Result<HistoryQuery, StoreError> {
-        let terms = query_terms(text, MAX_TERMS);
-        if terms.is_empty() {
-            return Err(StoreError::Invalid(
-                "query has no words to search for".into(),
-            ));
-        }
         let limit = match limit.unwrap_or(DEFAULT_SEARCH_LIMIT) {
             0 => return Err(StoreError::Invalid("limit must be at least 1".into())),
             n if n > MAX_SEARCH_LIMIT => {
@@ -55,11 +51,14 @@ impl HistoryQuery {
             }
             n => n,
         };
-        let fts = terms
-            .iter()
-            .map(|t| format!("\"{t}\"*"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let terms = query_terms(text, MAX_TERMS);
+        let fts = (!terms.is_empty()).then(|| {
+            terms
+                .iter()
+                .map(|t| format!("\"{t}\"*"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
         Ok(HistoryQuery {
             text: text.to_string(),
             fts,
@@ -73,6 +72,13 @@ pub(crate) fn search(
     connection: &Connection,
     query: &HistoryQuery,
 ) -> Result<HistoryResults, StoreError> {
+    let mut sessions: Vec<HistoryHit> = Vec::new();
+    let Some(fts) = &query.fts else {
+        return Ok(HistoryResults {
+            query: query.text.clone(),
+            sessions,
+        });
+    };
     let mut statement = connection.prepare_cached(
         "SELECT s.key, s.title, s.message_count, s.updated_at,
                 m.id, m.role, m.created_at,
@@ -84,8 +90,7 @@ pub(crate) fn search(
          ORDER BY messages_fts.rank, m.id DESC
          LIMIT ?2",
     )?;
-    let mut rows = statement.query(params![query.fts, MAX_ROWS])?;
-    let mut sessions: Vec<HistoryHit> = Vec::new();
+    let mut rows = statement.query(params![fts, MAX_ROWS])?;
     while let Some(row) = rows.next()? {
         let key: String = row.get(0)?;
         let found = HistoryMatch {
@@ -215,9 +220,9 @@ mod tests {
     #[test]
     fn every_word_is_a_quoted_prefix() {
         let query = HistoryQuery::check("Bake* \"NEAR(x)\" bake", None).unwrap();
-        assert_eq!(query.fts, "\"bake\"* \"near\"* \"x\"*");
+        assert_eq!(query.fts.unwrap(), "\"bake\"* \"near\"* \"x\"*");
         assert_eq!(query.limit, DEFAULT_SEARCH_LIMIT);
-        assert!(HistoryQuery::check(" ?! ", None).is_err());
+        assert_eq!(HistoryQuery::check(" ?! ", None).unwrap().fts, None);
         assert!(HistoryQuery::check("a", Some(0)).is_err());
         assert!(HistoryQuery::check("a", Some(MAX_SEARCH_LIMIT + 1)).is_err());
     }

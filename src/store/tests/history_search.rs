@@ -123,7 +123,14 @@ fn the_limit_counts_sessions_and_each_shows_its_best_three_matches() {
         .unwrap();
     assert_eq!(some.sessions.len(), 2);
     assert!(some.sessions.iter().all(|s| s.matches.len() == 3));
-    for (query, limit) in [(" ?! ", None), ("apple", Some(0)), ("apple", Some(10_000))] {
+    let wordless = store
+        .search_history(&SearchHistoryRequest {
+            query: " ?! ¥".into(),
+            limit: None,
+        })
+        .unwrap();
+    assert!(wordless.sessions.is_empty(), "{wordless:?}");
+    for (query, limit) in [("apple", Some(0)), ("apple", Some(10_000))] {
         let error = store
             .search_history(&SearchHistoryRequest {
                 query: query.into(),
