@@ -422,7 +422,7 @@ fn main() {
             http.2 / old.2
         );
     }
-    concurrent::run(&model, addr);
+    concurrent::run(&model, addr, baseline_addr);
     for (mut server, _) in [Some((server, addr)), baseline].into_iter().flatten() {
         let _ = server.kill();
         let _ = server.wait();

@@ -182,11 +182,15 @@ fn tiny_load_model_sets_the_slots_and_model_info_reports_them() {
     assert_eq!(stats["slots"][0]["model"], "tiny", "{stats}");
 }
 
-#[test]
-fn tiny_a_second_turn_reuses_its_cache_after_another_conversation() {
+/// Two conversations, each asked a second time after the other ran: every
+/// second turn reuses its first turn's cache, whether it stayed in its
+/// slot or was parked in RAM while the other ran (one slot), and answers as
+/// a server that never saw the first turns does.
+fn two_conversations_each_reuse_their_cache(parallel: &str) {
     let models = tiny_models(&["tiny"]);
-    let server = http_server(&models, &[("TABAGENT_PARALLEL", "2")]);
-    let ask = |messages: Value| {
+    let server = http_server(&models, &[("TABAGENT_PARALLEL", parallel)]);
+    let fresh = http_server(&models, &[("TABAGENT_PARALLEL", parallel)]);
+    let ask_at = |server: &HttpServer, messages: &Value| {
         server
             .post(
                 "/api/chat",
@@ -195,30 +199,44 @@ fn tiny_a_second_turn_reuses_its_cache_after_another_conversation() {
             )
             .ok_json()
     };
-    let first_turn =
-        json!([{"role": "user", "content": "hello there, this is the first conversation"}]);
-    let first = ask(first_turn.clone());
-    let prompt = first["usage"]["prompt_tokens"].as_u64().unwrap();
-    // Another conversation runs in between.
-    let other = ask(json!([{"role": "user", "content": "something else entirely: a second one"}]));
-    assert_eq!(other["response_type"], "ChatComplete");
-    let mut second_turn = first_turn.as_array().unwrap().clone();
-    second_turn.push(json!({"role": "assistant", "content": first["text"]}));
-    second_turn.push(json!({"role": "user", "content": "and then?"}));
-    let follow = ask(Value::Array(second_turn));
-    let cached = follow["usage"]["cached_tokens"].as_u64().unwrap();
-    assert!(
-        cached >= prompt - 1,
-        "reused {cached} of the first turn's {prompt} prompt tokens"
-    );
-    // Both conversations are cached, one per slot.
+    let ask = |messages: &Value| ask_at(&server, messages);
+    let openings = [
+        "hello there, this is the first conversation",
+        "something else entirely: a second one",
+    ];
+    let mut turns = Vec::new();
+    for opening in openings {
+        let messages = json!([{"role": "user", "content": opening}]);
+        let reply = ask(&messages);
+        assert_eq!(reply["response_type"], "ChatComplete", "{reply}");
+        turns.push((messages, reply));
+    }
+    for (messages, first) in turns {
+        let prompt = first["usage"]["prompt_tokens"].as_u64().unwrap();
+        let mut second_turn = messages.as_array().unwrap().clone();
+        second_turn.push(json!({"role": "assistant", "content": first["text"]}));
+        second_turn.push(json!({"role": "user", "content": "and then?"}));
+        let second_turn = Value::Array(second_turn);
+        let follow = ask(&second_turn);
+        let cached = follow["usage"]["cached_tokens"].as_u64().unwrap();
+        assert!(
+            cached >= prompt - 1,
+            "{parallel} slot(s): reused {cached} of the first turn's {prompt} prompt tokens"
+        );
+        assert_eq!(follow["text"], ask_at(&fresh, &second_turn)["text"]);
+    }
     let slots = loaded_slots(&server, "tiny");
-    assert!(
-        slots
-            .iter()
-            .all(|s| s["cached_tokens"].as_u64().unwrap() > 0),
-        "{slots:?}"
-    );
+    assert_eq!(slots.len().to_string(), parallel, "{slots:?}");
+}
+
+#[test]
+fn tiny_a_second_turn_reuses_its_cache_after_another_conversation() {
+    two_conversations_each_reuse_their_cache("2");
+}
+
+#[test]
+fn tiny_one_slot_switches_conversations_without_reading_them_again() {
+    two_conversations_each_reuse_their_cache("1");
 }
 
 #[test]

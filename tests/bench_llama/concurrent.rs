@@ -7,7 +7,8 @@
 //! time of a short request while three long ones generate.
 //!
 //! The aggregate rate is every stream's tokens after its first over the
-//! time from the earliest first token to the latest last one.
+//! time from the earliest first token to the latest last one. With a
+//! baseline build, its aggregate rates are one more column of each round.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -253,30 +254,38 @@ fn short_while_long(addr: SocketAddr, round: usize) -> (f64, f64) {
 }
 
 /// Runs the concurrent figures and prints them.
-pub fn run(model: &LlamaModel, addr: SocketAddr) {
+pub fn run(model: &LlamaModel, addr: SocketAddr, baseline: Option<SocketAddr>) {
     println!(
         "\nconcurrent streams: {SLOTS} slots, {NEW_TOKENS} greedy tokens each (eos ignored), median of {ROUNDS} rounds"
     );
     println!(
-        "{:<8} {:>16} {:>16} {:>10}",
-        "streams", "direct t/s", "tabagent t/s", "ratio"
+        "{:<8} {:>16} {:>16} {:>10} {:>16}",
+        "streams", "direct t/s", "tabagent t/s", "ratio", "baseline t/s"
     );
     let mut single = (0.0, 0.0);
     let mut four = (0.0, 0.0);
     for n in [1usize, 2, 4] {
         let mut direct_rates = Vec::new();
         let mut ours = Vec::new();
+        let mut old = Vec::new();
         for round in 0..=ROUNDS {
             let d = aggregate(&direct(model, n, 100 + round));
             let t = aggregate(&through_tabagent(addr, n, 200 + round));
+            let b = baseline.map(|addr| aggregate(&through_tabagent(addr, n, 200 + round)));
             if round > 0 {
                 // Round 0 warms up.
                 direct_rates.push(d);
                 ours.push(t);
+                old.extend(b);
             }
         }
         let (d, t) = (median(direct_rates), median(ours));
-        println!("{n:<8} {d:>16.1} {t:>16.1} {:>10.3}", t / d);
+        let b = if old.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.1}", median(old))
+        };
+        println!("{n:<8} {d:>16.1} {t:>16.1} {:>10.3} {b:>16}", t / d);
         match n {
             1 => single = (d, t),
             4 => four = (d, t),

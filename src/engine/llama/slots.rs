@@ -12,7 +12,9 @@
 //! cache shares the longest prefix with its prompt, so that a conversation's
 //! next turn skips what it shares even after other conversations ran. A
 //! finished or stopped request frees its slot at once; its tokens stay in the
-//! cache until the cells are needed (least recently used slot first).
+//! cache until the cells are needed (least recently used slot first) or
+//! other requests start, when idle slots' caches are parked in RAM
+//! (`park.rs`) and come back to the slot of a prompt that continues them.
 //!
 //! A request for several choices (`n`) takes that many slots at once: its
 //! prompt is read once, in the first, and copied into the others' sequences
@@ -38,6 +40,7 @@ use super::sampling::TokenSampler;
 
 mod admit;
 mod cells;
+mod park;
 use crate::api::{FinishReason, SlotState, SlotStatus, TokenLogprob};
 use crate::engine::text::{Generation, SamplingConfig, TextStream};
 use crate::error::ApiError;
@@ -152,6 +155,8 @@ pub struct Batcher<'a, 'm> {
     board: Board,
     step: u64,
     piece: Vec<u8>,
+    /// Idle slots' caches, out of the context.
+    parked: park::Lot,
 }
 
 impl<'a, 'm> Batcher<'a, 'm> {
@@ -170,6 +175,7 @@ impl<'a, 'm> Batcher<'a, 'm> {
         let parallel = parallel.max(1);
         let budget = budget.max(1);
         context.clear_kv_cache();
+        let context_size = context.n_ctx() as usize;
         Batcher {
             model,
             context,
@@ -192,6 +198,7 @@ impl<'a, 'm> Batcher<'a, 'm> {
             board,
             step: 0,
             piece: Vec::with_capacity(32),
+            parked: park::ParkingLot::new(context_size),
         }
     }
 

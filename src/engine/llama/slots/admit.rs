@@ -1,7 +1,8 @@
 //! Getting requests into slots: waiting requests stopped meanwhile end
 //! here, the oldest goes to the free slot whose cache its prompt continues
 //! furthest, and the further choices of an `n` > 1 request take free slots
-//! that will copy its prompt's cache.
+//! that will copy its prompt's cache. A request starting parks the other
+//! idle slots' caches (`park.rs`) and gets back one its prompt continues.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -47,6 +48,10 @@ impl Batcher<'_, '_> {
             };
             // front() was Some just above.
             let submission = self.waiting.pop_front().expect("a waiting request");
+            // The other idle caches leave first, so that the prompt's cells
+            // (and a parked cache brought back) take the lowest free ones.
+            self.park_idle_except(slot);
+            self.unpark_for(slot, &submission.tokens);
             self.start(slot, submission);
         }
     }
@@ -107,11 +112,8 @@ impl Batcher<'_, '_> {
                 .map(|(j, _)| j);
             // admit() saw a free slot for every choice.
             let j = free.expect("a free slot per choice");
+            self.park(j);
             let slot = &mut self.slots[j];
-            let _ = self
-                .context
-                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
-            slot.cached.clear();
             slot.last_used = self.step;
             slot.prompt_tokens = tokens.len() as u32;
             slot.generated = 0;
