@@ -31,9 +31,13 @@ pub fn token_path(data_dir: &Path) -> PathBuf {
     data_dir.join("token")
 }
 
-/// A key; `Debug` never shows it.
+/// A key, with its SHA-256 (taken once: a request's check hashes only
+/// what it sent); `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
+pub struct ApiKey {
+    text: String,
+    digest: [u8; 32],
+}
 
 impl std::fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,22 +46,26 @@ impl std::fmt::Debug for ApiKey {
 }
 
 impl ApiKey {
+    fn new(text: String) -> ApiKey {
+        let digest = Sha256::digest(text.as_bytes()).into();
+        ApiKey { text, digest }
+    }
+
     /// The key as clients send it.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// Whether `given` is this key, in constant time.
     pub fn matches(&self, given: &[u8]) -> bool {
-        let (want, got) = (Sha256::digest(self.0.as_bytes()), Sha256::digest(given));
-        bool::from(want.as_slice().ct_eq(got.as_slice()))
+        bool::from(Sha256::digest(given).as_slice().ct_eq(&self.digest))
     }
 
     /// A new random key.
     pub fn generate() -> Result<ApiKey, String> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| format!("no random bytes for a key: {e}"))?;
-        Ok(ApiKey(
+        Ok(ApiKey::new(
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
         ))
     }
@@ -82,7 +90,7 @@ impl KeySource {
     /// and does not exist yet.
     pub fn from_config(config: &Config) -> Result<KeySource, String> {
         if !config.api_key.0.is_empty() {
-            return Ok(KeySource::Fixed(ApiKey(config.api_key.0.clone())));
+            return Ok(KeySource::Fixed(ApiKey::new(config.api_key.0.clone())));
         }
         let path = if config.api_key_file.as_os_str().is_empty() {
             let path = token_path(&config.data_dir);
@@ -96,6 +104,14 @@ impl KeySource {
             path,
             cached: Mutex::new((key, mtime, Instant::now())),
         })
+    }
+
+    /// Whether `given` is the current key, in constant time.
+    pub fn matches(&self, now: Instant, given: &[u8]) -> bool {
+        match self {
+            KeySource::Fixed(key) => key.matches(given),
+            KeySource::File { .. } => self.current(now).matches(given),
+        }
     }
 
     /// The key now: a changed file is read again (a file that became
@@ -132,7 +148,7 @@ fn create_token(path: &Path) -> Result<(), String> {
         return Ok(());
     }
     let key = ApiKey::generate()?;
-    match create_private(path, key.0.as_bytes()) {
+    match create_private(path, key.text.as_bytes()) {
         Ok(true) => {
             log::info!("made a new API key in {}", path.display());
             Ok(())
@@ -153,7 +169,7 @@ fn read_key(path: &Path) -> Result<(ApiKey, Option<SystemTime>), String> {
         ));
     }
     let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    Ok((ApiKey(key.to_string()), mtime))
+    Ok((ApiKey::new(key.to_string()), mtime))
 }
 
 /// Why GetApiKey is refused: it is answered over native messaging only.
@@ -190,7 +206,7 @@ pub fn rotate(config: &Config) -> Result<ApiKey, String> {
         config.api_key_file.clone()
     };
     let key = ApiKey::generate()?;
-    write_private(&path, key.0.as_bytes())
+    write_private(&path, key.text.as_bytes())
         .map_err(|e| format!("cannot write the API key {}: {e}", path.display()))?;
     Ok(key)
 }
@@ -235,6 +251,8 @@ mod tests {
         write_private(&path, second.as_str().as_bytes()).unwrap();
         assert_eq!(source.current(t0), first, "not looked at within a second");
         assert_eq!(source.current(t0 + RECHECK), second);
+        assert!(source.matches(t0 + RECHECK, second.as_str().as_bytes()));
+        assert!(!source.matches(t0 + RECHECK, first.as_str().as_bytes()));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

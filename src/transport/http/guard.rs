@@ -148,7 +148,7 @@ impl Guard {
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
             .or_else(|| header_value(request, "x-api-key").map(str::trim));
-        given.is_some_and(|given| source.current(now).matches(given.as_bytes()))
+        given.is_some_and(|given| source.matches(now, given.as_bytes()))
     }
 }
 
