@@ -96,7 +96,10 @@ impl Batcher<'_, '_> {
         if slot.task.is_some() || slot.cached.is_empty() {
             return;
         }
-        if let Ok(state) = self.context.state_seq_get(slot.seq, LlamaStateSeqFlags::empty()) {
+        if let Ok(state) = self
+            .context
+            .state_seq_get(slot.seq, LlamaStateSeqFlags::empty())
+        {
             self.parked
                 .park(std::mem::take(&mut slot.cached), state, slot.last_used);
         }
@@ -139,7 +142,9 @@ impl Batcher<'_, '_> {
             self.slots[i].cached = tokens;
         } else {
             // No run of free cells for it: the prompt is read anew.
-            let _ = self.context.clear_kv_cache_seq(Some(seq as u32), None, None);
+            let _ = self
+                .context
+                .clear_kv_cache_seq(Some(seq as u32), None, None);
         }
     }
 }
