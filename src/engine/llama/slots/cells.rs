@@ -58,14 +58,19 @@ impl Batcher<'_, '_> {
             let Some(victim) = victim else {
                 return false;
             };
-            let slot = &mut self.slots[victim];
-            let _ = self
-                .context
-                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
-            *used -= slot.cached.len();
-            slot.cached.clear();
+            *used -= self.slots[victim].cached.len();
+            self.clear_cache(victim);
         }
         true
+    }
+
+    /// Frees slot `i`'s cells and forgets what they held.
+    pub(super) fn clear_cache(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let _ = self
+            .context
+            .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+        slot.cached.clear();
     }
 
     /// Nothing could be decoded: prompts being read hold all the cells. The
@@ -84,11 +89,7 @@ impl Batcher<'_, '_> {
             .max_by_key(|(_, started)| *started)
             .map(|(i, _)| i);
         if let Some(i) = newest {
-            let slot = &mut self.slots[i];
-            let _ = self
-                .context
-                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
-            slot.cached.clear();
+            self.clear_cache(i);
             self.fail(
                 i,
                 ApiError::busy(

@@ -55,16 +55,17 @@ impl<S> ParkingLot<S> {
             state,
             last_used,
         });
-        while self.entries.iter().map(|e| e.tokens.len()).sum::<usize>() > self.budget {
+        let mut total: usize = self.entries.iter().map(|e| e.tokens.len()).sum();
+        while total > self.budget {
             let oldest = self
                 .entries
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(i, _)| i);
-            if let Some(i) = oldest {
-                self.entries.remove(i);
-            }
+            // The new entry fits the budget alone, so the loop ends with it.
+            let Some(i) = oldest else { break };
+            total -= self.entries.remove(i).tokens.len();
         }
     }
 
@@ -96,17 +97,12 @@ impl Batcher<'_, '_> {
         if slot.task.is_some() || slot.cached.is_empty() {
             return;
         }
-        if let Ok(state) = self
-            .context
-            .state_seq_get(slot.seq, LlamaStateSeqFlags::empty())
-        {
-            self.parked
-                .park(std::mem::take(&mut slot.cached), state, slot.last_used);
+        let (seq, last_used) = (slot.seq, slot.last_used);
+        let tokens = std::mem::take(&mut slot.cached);
+        if let Ok(state) = self.context.state_seq_get(seq, LlamaStateSeqFlags::empty()) {
+            self.parked.park(tokens, state, last_used);
         }
-        let _ = self
-            .context
-            .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
-        slot.cached.clear();
+        self.clear_cache(i);
     }
 
     /// Parks every idle slot's cache but slot `kept`'s (a request is
@@ -142,9 +138,7 @@ impl Batcher<'_, '_> {
             self.slots[i].cached = tokens;
         } else {
             // No run of free cells for it: the prompt is read anew.
-            let _ = self
-                .context
-                .clear_kv_cache_seq(Some(seq as u32), None, None);
+            self.clear_cache(i);
         }
     }
 }
